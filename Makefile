@@ -1,0 +1,34 @@
+# `make demo` and `make test` each do the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	# torch first: the pinned CPU wheel; a bare `torch` requirement would pull CUDA.
+	$(PY) -m pip install --quiet torch==2.13.0
+	# tensorflow-cpu provides `tensorflow` without the GPU build.
+	$(PY) -m pip install --quiet tensorflow-cpu
+	$(PY) -m pip install --quiet -e ".[torch,jax,ecos]" --group dev
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --group bench
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,35 @@
+"""convexlayers: differentiable convex optimization layers.
+
+Framework layers live in ``convexlayers.torch``, ``convexlayers.jax`` and
+``convexlayers.tensorflow``; this package exposes the framework-free pieces.
+"""
+
+from convexlayers._core import DerivativeInfo, SolveInfo
+from convexlayers._errors import (
+    ConvexLayersError,
+    ConvexLayersWarning,
+    InaccurateSolutionWarning,
+    ParameterError,
+    ProblemError,
+    SolverArgumentError,
+    SolverError,
+)
+from convexlayers.solvers import available_solvers
+from convexlayers.solvers._base import SolverStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvexLayersError",
+    "ConvexLayersWarning",
+    "DerivativeInfo",
+    "InaccurateSolutionWarning",
+    "ParameterError",
+    "ProblemError",
+    "SolveInfo",
+    "SolverArgumentError",
+    "SolverError",
+    "SolverStatus",
+    "__version__",
+    "available_solvers",
+]

@@ -1,0 +1,7 @@
+"""Framework-neutral layer core shared by the PyTorch, JAX and TensorFlow adapters."""
+
+from convexlayers._core._batch import BatchSpec
+from convexlayers._core._info import DerivativeInfo, SolveInfo
+from convexlayers._core._solution_map import SolutionMap
+
+__all__ = ["BatchSpec", "DerivativeInfo", "SolutionMap", "SolveInfo"]

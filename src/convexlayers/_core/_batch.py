@@ -1,0 +1,87 @@
+"""Batching rules and input validation shared by every framework adapter.
+
+Each parameter value has either the parameter's shape (unbatched) or a leading
+batch dimension ``(B, *shape)``. Batched values must share B; unbatched ones are
+broadcast. If any value is batched the outputs are batched, and an explicit batch
+of 1 keeps its dimension. Shape checks need only the shapes, so adapters that
+trace (``jax.jit``, ``tf.function``) run them at trace time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from convexlayers._errors import ParameterError
+from convexlayers.compile import ParamSpec, vec_f
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How a call is batched.
+
+    Attributes:
+        size: the batch size B (1 for an unbatched call).
+        batched: whether the outputs carry a batch dimension.
+        per_param: for each parameter, whether its value is batched.
+    """
+
+    size: int
+    batched: bool
+    per_param: tuple[bool, ...]
+
+
+def _names(specs: Sequence[ParamSpec]) -> str:
+    return ", ".join(s.name for s in specs)
+
+
+def batch_spec(specs: Sequence[ParamSpec], shapes: Sequence[tuple[int, ...] | None]) -> BatchSpec:
+    """Check the number and shapes of the values; infer the batch.
+
+    Raises:
+        ParameterError: wrong count, a None value, a wrong shape, or batch sizes that disagree.
+    """
+    if len(shapes) != len(specs):
+        raise ParameterError(
+            f"the layer takes {len(specs)} parameter values ({_names(specs)}, in this order), "
+            f"received {len(shapes)}."
+        )
+    per_param, sizes = [], {}
+    for spec, shape in zip(specs, shapes, strict=True):
+        if shape is None:
+            raise ParameterError(
+                f"parameter '{spec.name}': received None; pass a tensor of shape {spec.shape}."
+            )
+        shape = tuple(int(d) for d in shape)
+        if shape == spec.shape:
+            per_param.append(False)
+        elif len(shape) == len(spec.shape) + 1 and shape[1:] == spec.shape:
+            per_param.append(True)
+            sizes[spec.name] = shape[0]
+        else:
+            raise ParameterError(
+                f"parameter '{spec.name}': expected shape {spec.shape} (or {('B', *spec.shape)} "
+                f"for a batch), received {shape}."
+            )
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"'{k}' has {v}" for k, v in sizes.items())
+        raise ParameterError(
+            f"parameters: batch sizes disagree ({listed}). Batched values must share the "
+            "leading dimension; unbatched values are broadcast."
+        )
+    size = next(iter(sizes.values()), 1)
+    return BatchSpec(size=size, batched=bool(sizes), per_param=tuple(per_param))
+
+
+def flatten(specs: Sequence[ParamSpec], values: Sequence[np.ndarray], batch: BatchSpec):
+    """Stack the values into θ of shape (B, p), broadcasting unbatched ones."""
+    blocks = []
+    for spec, value, batched in zip(specs, values, batch.per_param, strict=True):
+        value = np.asarray(value, dtype=np.float64)
+        value = value if batched else np.broadcast_to(value, (batch.size, *spec.shape))
+        blocks.append(vec_f(value, spec.shape))
+    if not blocks:
+        return np.zeros((batch.size, 0))
+    return np.concatenate(blocks, axis=1)

@@ -1,0 +1,95 @@
+"""Checks of parameter values against their declared domains (call time, before solving)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from convexlayers._errors import ParameterError
+from convexlayers.compile import ParamSpec, unvec_f
+
+# Relative tolerance for symmetry and semidefiniteness of matrix parameters.
+MATRIX_RTOL = 1e-6
+
+_SIGNS = {
+    "nonneg": (lambda v: v >= 0, "nonnegative", "min", np.min),
+    "pos": (lambda v: v > 0, "positive", "min", np.min),
+    "nonpos": (lambda v: v <= 0, "nonpositive", "max", np.max),
+    "neg": (lambda v: v < 0, "negative", "max", np.max),
+}
+
+
+def _where(bad: np.ndarray, batched: bool) -> str:
+    idx = np.flatnonzero(bad)
+    if not batched:
+        return ""
+    shown = ", ".join(str(i) for i in idx[:10]) + (", ..." if idx.size > 10 else "")
+    return f" in batch elements [{shown}]"
+
+
+def check_values(specs: Sequence[ParamSpec], theta: np.ndarray, batched: bool) -> None:
+    """Raise :class:`ParameterError` for NaN/Inf or values outside a parameter's domain."""
+    for spec in specs:
+        block = theta[:, spec.offset : spec.offset + spec.size]
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            raise ParameterError(
+                f"parameter '{spec.name}': contains NaN or Inf{_where(~finite, batched)}."
+            )
+        for attr in sorted(spec.domain & _SIGNS.keys()):
+            test, word, which, agg = _SIGNS[attr]
+            ok = test(block).all(axis=1)
+            if not ok.all():
+                raise ParameterError(
+                    f"parameter '{spec.name}': declared {attr}=True but has a {which} entry "
+                    f"{agg(block[~ok]):.6g}{_where(~ok, batched)}; pass {word} values."
+                )
+        if spec.logged:
+            ok = (block > 0).all(axis=1)
+            if not ok.all():
+                raise ParameterError(
+                    f"parameter '{spec.name}': with gp=True it enters through its logarithm "
+                    f"and must be positive, but has entries <= 0{_where(~ok, batched)}."
+                )
+        if spec.bounds is not None:
+            lo, hi = spec.bounds
+            ok = ((block >= lo) & (block <= hi)).all(axis=1)
+            if not ok.all():
+                raise ParameterError(
+                    f"parameter '{spec.name}': values lie outside its declared bounds"
+                    f"{_where(~ok, batched)}."
+                )
+        if spec.domain & {"symmetric", "psd", "nsd", "diag"}:
+            _check_matrix(spec, unvec_f(block, spec.shape), batched)
+
+
+def _check_matrix(spec: ParamSpec, mats: np.ndarray, batched: bool) -> None:
+    scale = 1.0 + np.abs(mats).max(axis=(1, 2))
+    if "diag" in spec.domain:
+        off = np.abs(mats - np.einsum("bii->bi", mats)[:, :, None] * np.eye(mats.shape[1]))
+        bad = off.max(axis=(1, 2)) > 0
+        if bad.any():
+            raise ParameterError(
+                f"parameter '{spec.name}': declared diag=True but has nonzero off-diagonal "
+                f"entries{_where(bad, batched)}."
+            )
+        return
+    asym = np.abs(mats - np.swapaxes(mats, 1, 2)).max(axis=(1, 2))
+    bad = asym > MATRIX_RTOL * scale
+    if bad.any():
+        raise ParameterError(
+            f"parameter '{spec.name}': must be symmetric, but |X - Xᵀ| reaches "
+            f"{asym[bad].max():.3g}{_where(bad, batched)}; pass (X + X.T) / 2."
+        )
+    if spec.domain & {"psd", "nsd"}:
+        eig = np.linalg.eigvalsh(0.5 * (mats + np.swapaxes(mats, 1, 2)))
+        if "psd" in spec.domain:
+            bad, word, val = eig[:, 0] < -MATRIX_RTOL * scale, "positive", eig[:, 0]
+        else:
+            bad, word, val = eig[:, -1] > MATRIX_RTOL * scale, "negative", eig[:, -1]
+        if bad.any():
+            raise ParameterError(
+                f"parameter '{spec.name}': declared {word} semidefinite, but has an eigenvalue "
+                f"{val[bad][0]:.3g}{_where(bad, batched)}. Pass for example L @ L.T."
+            )

@@ -1,0 +1,99 @@
+"""Projection onto the second-order cone and its derivative.
+
+The second-order (Lorentz) cone of dimension k is
+``Q = {(t, z) ∈ R × R^{k-1} : ||z||_2 <= t}``; it is self-dual. With r = ||z||,
+the Euclidean projection is (e.g. Parikh & Boyd, "Proximal Algorithms", §6.3.2)
+
+    Π(t, z) = (t, z)                          if r <= t,
+            = 0                               if r <= -t,
+            = (t + r) / 2 · (1, z / r)         otherwise.
+
+In the third region the Jacobian is
+
+    DΠ = 1/2 [[1, ẑᵀ], [ẑ, (1 + t/r) I - (t/r) ẑ ẑᵀ]],   ẑ = z / r,
+
+whose eigenvalues are 0, 1 and (1 + t/r)/2 ∈ (0, 1). The first two regions
+give I and 0. On the boundaries between regions we return the Jacobian of the
+region tested first (0, then I), in particular 0 at v = 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convexlayers.cones._common import as_cone_stack
+
+
+def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """t, z and r = ||z||, the norm taken after scaling so that it cannot overflow."""
+    t = v[:, 0]
+    z = v[:, 1:]
+    big = np.max(np.abs(z), axis=1, initial=0.0)
+    safe = np.where(big > 0, big, 1.0)
+    r = safe * np.linalg.norm(z / safe[:, None], axis=1)
+    return t, z, r
+
+
+def _regions(t: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the regions Π = 0 (r <= -t, tested first), Π = v (r <= t), and the rest."""
+    zero = r <= -t
+    inside = (r <= t) & ~zero
+    return zero, inside, ~(zero | inside)
+
+
+def project_soc(v: np.ndarray) -> np.ndarray:
+    """Project each row of ``v`` onto the second-order cone ``{(t, z): ||z|| <= t}``.
+
+    Args:
+        v: (N, k) finite array, one cone vector per row (k >= 1; for k = 1 the cone
+            is R₊).
+
+    Returns:
+        (N, k) array of projections.
+
+    Example:
+        >>> import numpy as np
+        >>> project_soc(np.array([[0.0, 2.0, 0.0]])).tolist()
+        [[1.0, 1.0, 0.0]]
+    """
+    v = as_cone_stack(v, None, "v")
+    t, z, r = _split(v)
+    out = np.zeros_like(v)
+    _, inside, mid = _regions(t, r)
+    out[inside] = v[inside]
+    if np.any(mid):
+        tm, zm, rm = t[mid], z[mid], r[mid]
+        half = 0.5 * (tm + rm)
+        out[mid, 0] = half
+        out[mid, 1:] = (half / rm)[:, None] * zm
+    return out
+
+
+def soc_projection_jacobian(v: np.ndarray) -> np.ndarray:
+    """Jacobian of :func:`project_soc` at each row of ``v``.
+
+    Args:
+        v: (N, k) finite array.
+
+    Returns:
+        (N, k, k) symmetric matrices with eigenvalues in [0, 1] (0 at v = 0).
+    """
+    v = as_cone_stack(v, None, "v")
+    n, k = v.shape
+    t, z, r = _split(v)
+    jac = np.zeros((n, k, k))
+    _, inside, mid = _regions(t, r)
+    jac[inside] = np.eye(k)
+    if np.any(mid):
+        tm, rm = t[mid], r[mid]
+        zhat = z[mid] / rm[:, None]
+        ratio = tm / rm
+        block = np.empty((zhat.shape[0], k, k))
+        block[:, 0, 0] = 1.0
+        block[:, 0, 1:] = zhat
+        block[:, 1:, 0] = zhat
+        outer = zhat[:, :, None] * zhat[:, None, :]
+        ratio3 = ratio[:, None, None]
+        block[:, 1:, 1:] = (1.0 + ratio3) * np.eye(k - 1) - ratio3 * outer
+        jac[mid] = 0.5 * block
+    return jac

@@ -1,0 +1,171 @@
+"""Derivative of the cone-program solution map (P, q, A, b) ↦ (x, y, s).
+
+With v = y − s, the solution satisfies y = Π_{K*}(v), s = Π_K(−v) and the
+normal-map equations (Busseti, Moursi, Boyd 2019; Agrawal et al. 2019, with P)
+
+    N(x, v) = [ P x + Aᵀ Π_{K*}(v) + q ;  A x + Π_{K*}(v) − v − b ] = 0.
+
+Differentiating, with D = DΠ_{K*}(v) (symmetric, block diagonal):
+
+    J = ∂N/∂(x, v) = [[P, Aᵀ D], [A, D − I]],
+    J [dx; dv] = −[dP x + dAᵀ y + dq ;  dA x − db],   dy = D dv,   ds = dy − dv.
+
+Reverse mode is the transpose: with [u; w] = J⁻ᵀ [gx; D(gy + gs) − gs],
+
+    gq = −u,   gb = w,   gA = −(y uᵀ + w xᵀ),   gP = −½(u xᵀ + x uᵀ),
+
+evaluated only on the sparsity patterns of P (upper triangle) and A.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from convexlayers.cones import ConeDims, ConeJacobian, dual_projection_jacobian
+from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, SolveReport
+
+
+class Pattern(Protocol):
+    shape: tuple[int, int]
+
+    @property
+    def rows(self) -> np.ndarray: ...
+
+    @property
+    def cols(self) -> np.ndarray: ...
+
+    def matrix(self, values: np.ndarray) -> sp.csc_array: ...
+
+
+class Structure(Protocol):
+    """Sparsity and layout of the program data: ``[P values | q | A values | b]``."""
+
+    n: int
+    m: int
+    dims: ConeDims
+    P: Pattern | None
+    A: Pattern
+
+    def split(self, data: np.ndarray) -> tuple[np.ndarray, ...]: ...
+
+
+def _scatter(index: np.ndarray, size: int) -> sp.csr_array:
+    """(size, K) matrix adding entry k of a vector into position index[k]."""
+    return sp.csr_array(
+        (np.ones(index.size), (index, np.arange(index.size))), shape=(size, index.size)
+    )
+
+
+def _apply(S: sp.csr_array, vals: np.ndarray) -> np.ndarray:
+    """Scatter a batch: (B, K) -> (B, size)."""
+    return (S @ vals.T).T
+
+
+class SolutionDerivative:
+    """JVP and VJP of (P, q, A, b) ↦ (x, y, s) at a batch of solutions.
+
+    Build it once after a forward solve; J is assembled on first use and reused
+    by later products. After each product, ``report`` says how J was solved.
+
+    Args:
+        structure: data layout (the compiled program's ``DataMap``).
+        data: (B, nd) program data of each element.
+        x, y, s: (B, n), (B, m), (B, m) primal-dual solutions.
+        linear_solver: strategy for the J systems (default :class:`AutoLinearSolver`).
+    """
+
+    def __init__(
+        self,
+        structure: Structure,
+        data: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        s: np.ndarray,
+        linear_solver: AbstractLinearSolver | None = None,
+    ) -> None:
+        self.structure = structure
+        self.x, self.y, self.s = x, y, s
+        self.linear_solver = linear_solver or AutoLinearSolver()
+        self._D: ConeJacobian = dual_projection_jacobian(structure.dims, y - s)
+        self._p_vals, _, self._a_vals, _ = structure.split(data)
+        self._J = None
+        self.report: SolveReport | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    # -- J ----------------------------------------------------------------
+    def _assemble(self):
+        st, N = self.structure, self.structure.n + self.structure.m
+        if self.linear_solver.wants_dense(N):
+            J = np.zeros((self.batch, N, N))
+            D = self._D.dense()
+            A = np.zeros((self.batch, st.m, st.n))
+            A[:, st.A.rows, st.A.cols] = self._a_vals
+            if st.P is not None:
+                J[:, st.P.rows, st.P.cols] = self._p_vals
+                J[:, st.P.cols, st.P.rows] = self._p_vals
+            J[:, : st.n, st.n :] = np.swapaxes(D @ A, 1, 2)
+            J[:, st.n :, : st.n] = A
+            J[:, st.n :, st.n :] = D - np.eye(st.m)
+            return J
+        blocks = []
+        for b in range(self.batch):
+            A = st.A.matrix(self._a_vals[b])
+            D = self._D.sparse(b)
+            if st.P is None:
+                P = sp.csc_array((st.n, st.n))
+            else:
+                U = st.P.matrix(self._p_vals[b])
+                P = U + U.T - sp.diags_array(U.diagonal())
+            blocks.append(sp.block_array([[P, (D @ A).T], [A, D - sp.eye_array(st.m)]],
+                                         format="csc"))
+        return blocks
+
+    def _solve(self, rhs: np.ndarray, transpose: bool) -> np.ndarray:
+        if self._J is None:
+            self._J = self._assemble()
+        z, self.report = self.linear_solver.solve(self._J, rhs[..., None], transpose)
+        return z[..., 0]
+
+    # -- data-space helpers -------------------------------------------------
+    def _sym_matvec(self, p_vals: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """P v for the symmetric P stored as its upper-triangle values (batched)."""
+        st = self.structure
+        r, c = st.P.rows, st.P.cols
+        out = _apply(_scatter(r, st.n), p_vals * v[:, c])
+        off = r != c
+        return out + _apply(_scatter(c[off], st.n), p_vals[:, off] * v[:, r[off]])
+
+    def jvp(self, ddata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tangent (B, nd) of the data -> tangents (dx, dy, ds)."""
+        st = self.structure
+        dp, dq, da, db = st.split(ddata)
+        r, c = st.A.rows, st.A.cols
+        r1 = dq + _apply(_scatter(c, st.n), da * self.y[:, r])
+        if st.P is not None:
+            r1 = r1 + self._sym_matvec(dp, self.x)
+        r2 = _apply(_scatter(r, st.m), da * self.x[:, c]) - db
+        z = self._solve(-np.concatenate([r1, r2], axis=1), transpose=False)
+        dx, dv = z[:, : st.n], z[:, st.n :]
+        dy = self._D.matvec(dv)
+        return dx, dy, dy - dv
+
+    def vjp(self, gx: np.ndarray, gy: np.ndarray, gs: np.ndarray) -> np.ndarray:
+        """Cotangents of (x, y, s) -> cotangent (B, nd) of the data."""
+        st = self.structure
+        gv = self._D.matvec(gy + gs) - gs
+        z = self._solve(np.concatenate([gx, gv], axis=1), transpose=True)
+        u, w = z[:, : st.n], z[:, st.n :]
+        r, c = st.A.rows, st.A.cols
+        ga = -(self.y[:, r] * u[:, c] + w[:, r] * self.x[:, c])
+        parts = []
+        if st.P is not None:
+            i, j = st.P.rows, st.P.cols
+            gp = -(u[:, i] * self.x[:, j] + u[:, j] * self.x[:, i])
+            parts.append(np.where(i == j, 0.5 * gp, gp))
+        return np.concatenate([*parts, -u, ga, w], axis=1)

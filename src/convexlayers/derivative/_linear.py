@@ -1,0 +1,129 @@
+"""Linear-solve strategies for the KKT-derivative system J z = r (and Jᵀ z = r).
+
+J is square but neither symmetric nor always invertible: it is singular when the
+solution is not unique or not strictly complementary. Each strategy solves a
+batch, checks the residual of every element, and falls back to least squares
+(minimum-norm) where the direct solve fails; the residual is always reported.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+# A direct solve whose relative residual exceeds this is treated as singular.
+DIRECT_RTOL = 1e-8
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    """How each batch element's system was solved.
+
+    Attributes:
+        method: per element, "lu", "sparse_lu" or "lstsq".
+        residual: per element, ||J z − r|| / max(||r||, tiny) of the returned z.
+    """
+
+    method: tuple[str, ...]
+    residual: np.ndarray
+
+
+def _relative_residual(matvec: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    num = np.linalg.norm((matvec - rhs).reshape(rhs.shape[0], -1), axis=1)
+    den = np.linalg.norm(rhs.reshape(rhs.shape[0], -1), axis=1)
+    return num / np.maximum(den, np.finfo(float).tiny)
+
+
+class AbstractLinearSolver(abc.ABC):
+    """Solves a batch of systems J_b z_b = r_b given J as dense or sparse matrices."""
+
+    @abc.abstractmethod
+    def wants_dense(self, size: int) -> bool:
+        """Whether J of N = ``size`` unknowns should be assembled as a dense array."""
+
+    @abc.abstractmethod
+    def solve(
+        self, J: np.ndarray | Sequence[sp.sparray], rhs: np.ndarray, transpose: bool
+    ) -> tuple[np.ndarray, SolveReport]:
+        """Solve J z = rhs (or Jᵀ z = rhs) for rhs of shape (B, N, K)."""
+
+
+class DenseLU(AbstractLinearSolver):
+    """Batched dense LU (LAPACK through NumPy), least squares where it fails.
+
+    Uses NumPy/LAPACK, never torch.linalg, so it is unaffected by the oneMKL
+    batched-``getrf`` hang of some torch CPU builds.
+    """
+
+    def wants_dense(self, size):
+        return True
+
+    def solve(self, J, rhs, transpose):
+        J = np.swapaxes(J, -1, -2) if transpose else J
+        try:
+            z = np.linalg.solve(J, rhs)
+            direct = np.all(np.isfinite(z), axis=(1, 2))
+        except np.linalg.LinAlgError:
+            z = np.zeros_like(rhs)
+            direct = np.zeros(rhs.shape[0], dtype=bool)
+        residual = np.where(direct, _relative_residual(J @ z, rhs), np.inf)
+        method = ["lu"] * rhs.shape[0]
+        for b in np.flatnonzero(~(residual <= DIRECT_RTOL)):
+            z[b] = sla.lstsq(J[b], rhs[b], lapack_driver="gelsd")[0]
+            residual[b] = _relative_residual((J[b] @ z[b])[None], rhs[b][None])[0]
+            method[b] = "lstsq"
+        return z, SolveReport(tuple(method), residual)
+
+
+class SparseLU(AbstractLinearSolver):
+    """SuperLU per batch element, LSMR where the factorization fails."""
+
+    def wants_dense(self, size):
+        return False
+
+    def solve(self, J, rhs, transpose):
+        z = np.zeros_like(rhs)
+        residual = np.zeros(rhs.shape[0])
+        method = []
+        for b, Jb in enumerate(J):
+            Jb = sp.csc_array(Jb.T if transpose else Jb)
+            try:
+                z[b] = spla.splu(Jb).solve(rhs[b])
+                res = _relative_residual((Jb @ z[b])[None], rhs[b][None])[0]
+                kind = "sparse_lu"
+            except RuntimeError:  # exactly singular
+                res = np.inf
+            if not res <= DIRECT_RTOL:
+                z[b] = np.column_stack(
+                    [spla.lsmr(Jb, col, atol=1e-14, btol=1e-14, maxiter=20 * sum(Jb.shape))[0]
+                     for col in rhs[b].T]
+                ).reshape(rhs[b].shape)
+                res = _relative_residual((Jb @ z[b])[None], rhs[b][None])[0]
+                kind = "lstsq"
+            residual[b] = res
+            method.append(kind)
+        return z, SolveReport(tuple(method), residual)
+
+
+@dataclass(frozen=True)
+class AutoLinearSolver(AbstractLinearSolver):
+    """Dense LU for systems up to ``dense_max`` unknowns, sparse LU above.
+
+    Attributes:
+        dense_max: largest N = n + m solved densely.
+    """
+
+    dense_max: int = 600
+
+    def wants_dense(self, size):
+        return size <= self.dense_max
+
+    def solve(self, J, rhs, transpose):
+        solver = DenseLU() if isinstance(J, np.ndarray) else SparseLU()
+        return solver.solve(J, rhs, transpose)

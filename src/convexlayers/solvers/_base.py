@@ -1,0 +1,163 @@
+"""The solver interface: one numeric cone program in, one typed result out."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from convexlayers._errors import SolverArgumentError
+from convexlayers.cones import ConeDims
+
+
+@dataclass(frozen=True)
+class ConeProgram:
+    """One instance of the canonical cone program.
+
+        minimize    ½ xᵀ P x + qᵀ x
+        subject to  A x + s = b,   s ∈ K
+
+    Attributes:
+        P: upper triangle of the symmetric (n, n) matrix P as CSC, or None for P = 0.
+        q: (n,) linear cost.
+        A: (m, n) constraint matrix, CSC.
+        b: (m,) right-hand side.
+        dims: the cone K (conventions in :mod:`convexlayers.cones`).
+    """
+
+    P: sp.csc_array | None
+    q: np.ndarray
+    A: sp.csc_array
+    b: np.ndarray
+    dims: ConeDims
+
+    @property
+    def n(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.b.shape[0]
+
+
+class SolverStatus(enum.Enum):
+    """Outcome of one solve, the same for every backend."""
+
+    OPTIMAL = "optimal"
+    OPTIMAL_INACCURATE = "optimal_inaccurate"
+    INFEASIBLE = "infeasible"
+    INFEASIBLE_INACCURATE = "infeasible_inaccurate"
+    UNBOUNDED = "unbounded"
+    UNBOUNDED_INACCURATE = "unbounded_inaccurate"
+    MAX_ITERATIONS = "max_iterations"
+    TIME_LIMIT = "time_limit"
+    NUMERICAL_ERROR = "numerical_error"
+    UNKNOWN = "unknown"
+
+    @property
+    def has_solution(self) -> bool:
+        """Whether x, y, s are a (possibly inaccurate) primal-dual solution."""
+        return self in (SolverStatus.OPTIMAL, SolverStatus.OPTIMAL_INACCURATE)
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Result of one solve.
+
+    Attributes:
+        x: (n,) primal solution, or None when ``status.has_solution`` is False.
+        y: (m,) dual solution in K*, or None.
+        s: (m,) primal slack in K, or None.
+        status: outcome.
+        iterations: solver iterations.
+        solve_time: seconds spent in the solver.
+        message: the solver's own status text.
+    """
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    s: np.ndarray | None
+    status: SolverStatus
+    iterations: int
+    solve_time: float
+    message: str = ""
+
+
+# Keys of cvxpylayers' ``solver_args`` that every backend understands.
+COMPAT_KEYS = ("eps", "max_iters", "acceleration_lookback", "verbose")
+
+
+class AbstractSolver(abc.ABC):
+    """A cone-program solver backend.
+
+    Subclasses declare what they can solve and translate ``solver_args`` into
+    their native settings; everything else (canonicalization, derivatives,
+    frameworks) is outside the solver.
+    """
+
+    name: ClassVar[str]
+    supports_quadratic_objective: ClassVar[bool]
+    supported_cones: ClassVar[frozenset[str]]
+    native_keys: ClassVar[frozenset[str]]
+
+    def settings(self, solver_args: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``solver_args`` and return native settings.
+
+        Accepts the backend's native keys plus the cvxpylayers keys ``eps``,
+        ``max_iters``, ``acceleration_lookback`` (SCS only, ignored elsewhere)
+        and ``verbose``.
+
+        Raises:
+            SolverArgumentError: on a key this backend does not know.
+        """
+        unknown = sorted(set(solver_args) - self.native_keys - set(COMPAT_KEYS))
+        if unknown:
+            raise SolverArgumentError(
+                f"solver_args: {unknown} not understood by {self.name}. Valid keys are "
+                f"the cvxpylayers keys {list(COMPAT_KEYS)}, 'solve_method', and "
+                f"{self.name}'s own settings: {sorted(self.native_keys)}."
+            )
+        native = {k: v for k, v in solver_args.items() if k in self.native_keys}
+        compat = {k: v for k, v in solver_args.items() if k in COMPAT_KEYS}
+        return {**self._translate(compat), **native}
+
+    def check_program(self, program: ConeProgram) -> None:
+        """Check that this backend can solve ``program`` and that its shapes agree.
+
+        Raises:
+            ValueError: on inconsistent shapes, a cone kind this backend does not
+                support, or a nonzero P for a backend without quadratic objectives.
+        """
+        m, n = program.m, program.n
+        if program.A.shape != (m, n) or program.dims.size != m:
+            raise ValueError(
+                f"inconsistent cone program: A has shape {program.A.shape}, q has {n} "
+                f"entries, b has {m} and the cone {program.dims} has {program.dims.size} rows."
+            )
+        if program.P is not None and program.P.shape != (n, n):
+            raise ValueError(f"P must have shape ({n}, {n}), got {program.P.shape}.")
+        unsupported = sorted(program.dims.kinds() - self.supported_cones)
+        if unsupported:
+            raise ValueError(
+                f"{self.name} does not support the cone kinds {unsupported} (it supports "
+                f"{sorted(self.supported_cones)}); use another solver, e.g. CLARABEL."
+            )
+        quadratic = program.P is not None and program.P.count_nonzero() > 0
+        if quadratic and not self.supports_quadratic_objective:
+            raise ValueError(
+                f"{self.name} has no quadratic objective: pass P=None (lift ½xᵀPx into a "
+                "second-order cone first) or use CLARABEL or SCS."
+            )
+
+    @abc.abstractmethod
+    def _translate(self, compat: Mapping[str, Any]) -> dict[str, Any]:
+        """Map the cvxpylayers keys present in ``compat`` to native settings."""
+
+    @abc.abstractmethod
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
+        """Solve one cone program with already-validated native ``settings``."""

@@ -1,0 +1,145 @@
+"""``CvxpyLayer`` for PyTorch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cvxpy as cp
+import torch
+
+from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._errors import ParameterError, SolverArgumentError
+from convexlayers.derivative import AbstractLinearSolver
+from convexlayers.torch._ops import register, solve_op
+
+
+class CvxpyLayer(torch.nn.Module):
+    """A differentiable convex optimization layer.
+
+    The forward pass solves the problem for the given parameter values (a batch
+    at once); the backward pass differentiates the solution with respect to them.
+
+    Args:
+        problem: a CVXPY problem that is DPP (``problem.is_dpp()``), or with
+            ``gp=True`` log-log convex and DPP (``problem.is_dgp(dpp=True)``).
+        parameters: the problem's parameters, in the order the layer takes values.
+        variables: the outputs: problem variables and/or constraint dual variables
+            (``constraint.dual_variables[0]``). Default: every problem variable.
+        gp: parse the problem as a log-log convex program.
+        solver: "CLARABEL" (default), "SCS" or "ECOS".
+        solver_args: default solver settings; a call's ``solver_args`` override them.
+        linear_solver: strategy for the derivative's linear systems (default: dense LU
+            for small systems, sparse LU for large ones).
+
+    Example:
+        >>> import cvxpy as cp, torch
+        >>> x = cp.Variable(2); A = cp.Parameter((3, 2)); b = cp.Parameter(3)
+        >>> prob = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b)), [x >= 0])
+        >>> layer = CvxpyLayer(prob, parameters=[A, b], variables=[x])
+        >>> sol, = layer(torch.ones(3, 2), torch.ones(3))
+        >>> sol.shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        problem: cp.Problem,
+        parameters: Sequence[cp.Parameter],
+        variables: Sequence[cp.Variable] | None = None,
+        gp: bool = False,
+        solver: str | None = None,
+        solver_args: Mapping[str, Any] | None = None,
+        linear_solver: AbstractLinearSolver | None = None,
+    ) -> None:
+        super().__init__()
+        self._map = SolutionMap(
+            problem,
+            parameters,
+            variables,
+            gp=gp,
+            solver=solver,
+            solver_args=solver_args,
+            linear_solver=linear_solver,
+        )
+        self._handle = register(self._map, self)
+
+    @property
+    def info(self) -> SolveInfo | None:
+        """Diagnostics of the last call: per-element status, iterations, times, residuals."""
+        return self._map.info
+
+    def forward(
+        self, *params: torch.Tensor, solver_args: Mapping[str, Any] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Solve for the given parameter values.
+
+        Args:
+            *params: one tensor per parameter, of the parameter's shape or with a leading
+                batch dimension.
+            solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
+                ``{"solve_method": "ECOS"}``).
+
+        Returns:
+            One tensor per requested variable, in the dtype and on the device of the inputs,
+            with a leading batch dimension if any input had one.
+        """
+        smap = self._map
+        batch = smap.batch_spec([None if p is None else tuple(p.shape) for p in params])
+        tensors = [p if isinstance(p, torch.Tensor) else torch.as_tensor(p) for p in params]
+        dtype, device = _common_dtype_device(tensors)
+        backend, _ = smap.backend(solver_args)
+        theta = _flatten(smap, tensors, batch)
+        out, *_ = solve_op(theta, self._handle, batch.batched, backend.name,
+                           _encode(solver_args))
+        results = []
+        for spec in smap.outputs:
+            flat = out[:, spec.offset : spec.offset + spec.size]
+            value = flat.reshape((batch.size, *spec.shape[::-1]))
+            value = value.permute(0, *range(value.dim() - 1, 0, -1))
+            value = value if batch.batched else value[0]
+            results.append(value.to(device=device, dtype=dtype))
+        return tuple(results)
+
+
+def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, torch.device]:
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ParameterError(
+            f"parameters: tensors are on different devices {sorted(map(str, devices))}; "
+            "move them to one device."
+        )
+    dtype = torch.get_default_dtype()
+    floats = [t.dtype for t in tensors if t.is_floating_point()]
+    if floats:
+        dtype = floats[0]
+        for other in floats[1:]:
+            dtype = torch.promote_types(dtype, other)
+    device = devices.pop() if devices else torch.device("cpu")
+    return dtype, device
+
+
+def _flatten(smap: SolutionMap, tensors, batch) -> torch.Tensor:
+    """θ (B, p) in float64 on CPU, differentiable with respect to the inputs."""
+    blocks = []
+    for spec, t, batched in zip(smap.parameters, tensors, batch.per_param, strict=True):
+        t = t.to(device="cpu", dtype=torch.float64)
+        t = t if batched else t.expand(batch.size, *spec.shape)
+        t = t.permute(0, *range(t.dim() - 1, 0, -1)).reshape(batch.size, spec.size)
+        blocks.append(t)
+    if not blocks:
+        return torch.zeros((batch.size, 0), dtype=torch.float64)
+    return torch.cat(blocks, dim=1)
+
+
+def _encode(solver_args: Mapping[str, Any] | None) -> str:
+    if not solver_args:
+        return "{}"
+    args = {k: v for k, v in solver_args.items() if k != "solve_method"}
+    try:
+        return json.dumps(args, sort_keys=True)
+    except TypeError as err:
+        raise SolverArgumentError(
+            f"solver_args: values must be plain numbers, strings or booleans ({err})."
+        ) from err
