@@ -2,6 +2,6 @@
 
 from convexlayers._core._batch import BatchSpec
 from convexlayers._core._info import DerivativeInfo, SolveInfo
-from convexlayers._core._solution_map import SolutionMap
+from convexlayers._core._solution_map import Solution, SolutionMap
 
-__all__ = ["BatchSpec", "DerivativeInfo", "SolutionMap", "SolveInfo"]
+__all__ = ["BatchSpec", "DerivativeInfo", "Solution", "SolutionMap", "SolveInfo"]

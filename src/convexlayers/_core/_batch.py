@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convexlayers._errors import ParameterError
-from convexlayers.compile import ParamSpec, vec_f
+from convexlayers.compile import OutputSpec, ParamSpec, unvec_f, vec_f
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,6 @@ class BatchSpec:
     per_param: tuple[bool, ...]
 
 
-def _names(specs: Sequence[ParamSpec]) -> str:
-    return ", ".join(s.name for s in specs)
-
-
 def batch_spec(specs: Sequence[ParamSpec], shapes: Sequence[tuple[int, ...] | None]) -> BatchSpec:
     """Check the number and shapes of the values; infer the batch.
 
@@ -44,8 +40,9 @@ def batch_spec(specs: Sequence[ParamSpec], shapes: Sequence[tuple[int, ...] | No
         ParameterError: wrong count, a None value, a wrong shape, or batch sizes that disagree.
     """
     if len(shapes) != len(specs):
+        names = ", ".join(s.name for s in specs)
         raise ParameterError(
-            f"the layer takes {len(specs)} parameter values ({_names(specs)}, in this order), "
+            f"the layer takes {len(specs)} parameter values ({names}, in this order), "
             f"received {len(shapes)}."
         )
     per_param, sizes = [], {}
@@ -76,12 +73,46 @@ def batch_spec(specs: Sequence[ParamSpec], shapes: Sequence[tuple[int, ...] | No
 
 
 def flatten(specs: Sequence[ParamSpec], values: Sequence[np.ndarray], batch: BatchSpec):
-    """Stack the values into θ of shape (B, p), broadcasting unbatched ones."""
-    blocks = []
+    """Stack parameter values into θ of shape (B, p), broadcasting unbatched ones."""
+    blocks = [np.zeros((batch.size, 0))]
     for spec, value, batched in zip(specs, values, batch.per_param, strict=True):
         value = np.asarray(value, dtype=np.float64)
         value = value if batched else np.broadcast_to(value, (batch.size, *spec.shape))
         blocks.append(vec_f(value, spec.shape))
-    if not blocks:
-        return np.zeros((batch.size, 0))
     return np.concatenate(blocks, axis=1)
+
+
+def unflatten_params(specs: Sequence[ParamSpec], theta: np.ndarray, batch: BatchSpec):
+    """θ-shaped (B, p) array -> one array per parameter; unbatched ones summed over B.
+
+    This is the adjoint of :func:`flatten` (broadcasting's adjoint is a sum).
+    """
+    out = []
+    for spec, batched in zip(specs, batch.per_param, strict=True):
+        block = unvec_f(theta[:, spec.offset : spec.offset + spec.size], spec.shape)
+        out.append(block if batched else block.sum(axis=0))
+    return out
+
+
+def split_outputs(specs: Sequence[OutputSpec], stacked: np.ndarray, batch: BatchSpec):
+    """(B, n_out) -> one array per output, without the batch axis for an unbatched call."""
+    out = [unvec_f(stacked[:, o.offset : o.offset + o.size], o.shape) for o in specs]
+    return out if batch.batched else [np.asarray(o[0]) for o in out]
+
+
+def stack_outputs(specs: Sequence[OutputSpec], arrays: Sequence, batch: BatchSpec):
+    """One array per output (None for zero) -> (B, n_out); the adjoint of :func:`split_outputs`."""
+    blocks = [np.zeros((batch.size, 0))]
+    for spec, a in zip(specs, arrays, strict=True):
+        if a is None:
+            blocks.append(np.zeros((batch.size, spec.size)))
+            continue
+        a = np.asarray(a, dtype=np.float64)
+        a = a if batch.batched else a[None]
+        blocks.append(vec_f(np.broadcast_to(a, (batch.size, *spec.shape)), spec.shape))
+    return np.concatenate(blocks, axis=1)
+
+
+def output_shapes(specs: Sequence[OutputSpec], batch: BatchSpec) -> list[tuple[int, ...]]:
+    lead = (batch.size,) if batch.batched else ()
+    return [(*lead, *o.shape) for o in specs]

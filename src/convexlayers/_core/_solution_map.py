@@ -1,27 +1,55 @@
 """The solution map θ ↦ outputs of a compiled problem, batched, with JVP and VJP.
 
-This is everything a layer does except talking to a framework: adapters turn
-tensors into NumPy arrays, call :meth:`SolutionMap.solve`, and wire
-:meth:`SolutionMap.vjp` / :meth:`SolutionMap.jvp` into their autodiff.
+This is everything a layer does except talking to a framework. Adapters convert
+tensors to NumPy arrays (one per parameter), call :meth:`SolutionMap.solve`,
+and wire :meth:`SolutionMap.vjp` / :meth:`SolutionMap.jvp` into their autodiff;
+all layout (batching, broadcasting, flattening) happens here.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
 
-from convexlayers._core._batch import BatchSpec, batch_spec, flatten
+from convexlayers._core._batch import (
+    BatchSpec,
+    batch_spec,
+    flatten,
+    output_shapes,
+    split_outputs,
+    stack_outputs,
+    unflatten_params,
+)
 from convexlayers._core._info import DerivativeInfo, SolveInfo
-from convexlayers._core._values import check_values as _check_values
+from convexlayers._core._values import check_values
 from convexlayers._errors import InaccurateSolutionWarning, SolverArgumentError, SolverError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
 from convexlayers.derivative import AbstractLinearSolver, AutoLinearSolver, SolutionDerivative
 from convexlayers.solvers import DEFAULT_SOLVER, get_solver
 from convexlayers.solvers._base import AbstractSolver, SolverStatus
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Result of :meth:`SolutionMap.solve`.
+
+    Attributes:
+        outputs: one array per requested variable (batched like the call).
+        x, y, s: the cone program's solution, always (B, n), (B, m), (B, m): what a
+            backward or forward-mode pass needs besides the parameter values.
+        solver: the backend that produced it.
+    """
+
+    outputs: list[np.ndarray]
+    x: np.ndarray
+    y: np.ndarray
+    s: np.ndarray
+    solver: str
 
 
 class SolutionMap:
@@ -64,8 +92,9 @@ class SolutionMap:
         self.parameters: tuple[ParamSpec, ...] = default.parameters
         self.outputs: tuple[OutputSpec, ...] = default.outputs
 
-    def program(self, backend: AbstractSolver) -> ParametricConeProgram:
+    def program(self, backend: AbstractSolver | str) -> ParametricConeProgram:
         """The problem compiled for ``backend``'s capabilities (cached)."""
+        backend = get_solver(backend) if isinstance(backend, str) else backend
         key = (backend.supports_quadratic_objective, backend.supported_cones)
         if key not in self._programs:
             self._programs[key] = compile_problem(
@@ -79,22 +108,19 @@ class SolutionMap:
             )
         return self._programs[key]
 
-    # -- inputs -------------------------------------------------------------
+    # -- shapes (no values needed: usable while tracing) ------------------------
     def batch_spec(self, shapes: Sequence[tuple[int, ...] | None]) -> BatchSpec:
-        """Check count and shapes of parameter values (no values needed)."""
+        """Check count and shapes of the parameter values; infer the batch."""
         return batch_spec(self.parameters, shapes)
 
-    def prepare(self, values: Sequence[Any]) -> tuple[np.ndarray, BatchSpec]:
-        """Validate NumPy parameter values; return θ (B, p) and the batch spec."""
-        shapes = [None if v is None else np.shape(v) for v in values]
-        batch = self.batch_spec(shapes)
-        theta = flatten(self.parameters, values, batch)
-        self.check_values(theta, batch.batched)
-        return theta, batch
+    def output_shapes(self, shapes: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Shapes of the outputs of a call with parameter values of these shapes."""
+        return output_shapes(self.outputs, self.batch_spec(shapes))
 
-    def check_values(self, theta: np.ndarray, batched: bool) -> None:
-        """NaN/Inf and declared domains (nonneg, pos, PSD, symmetric, ...) of θ (B, p)."""
-        _check_values(self.parameters, theta, batched)
+    def state_sizes(self, solver: str) -> tuple[int, int]:
+        """(n, m): widths of x and of y, s for the given backend."""
+        prog = self.program(solver)
+        return prog.n, prog.m
 
     def backend(self, solver_args: Mapping[str, Any] | None) -> tuple[AbstractSolver, dict]:
         """The backend and native settings for a call's ``solver_args``."""
@@ -107,23 +133,28 @@ class SolutionMap:
         backend = self.solver if name is None else get_solver(name)
         return backend, backend.settings(args)
 
+    def _theta(self, values: Sequence[Any]) -> tuple[np.ndarray, BatchSpec]:
+        batch = self.batch_spec([None if v is None else np.shape(v) for v in values])
+        return flatten(self.parameters, values, batch), batch
+
     # -- forward ------------------------------------------------------------
     def solve(
-        self, theta: np.ndarray, batched: bool, solver_args: Mapping[str, Any] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Solve every batch element.
-
-        Returns:
-            (outputs (B, n_out), x (B, n), y (B, m), s (B, m)).
+        self, values: Sequence[Any], solver_args: Mapping[str, Any] | None = None
+    ) -> Solution:
+        """Validate the values and solve every batch element.
 
         Raises:
+            ParameterError: bad count, shapes, batch sizes, NaN/Inf, or values outside a
+                parameter's declared domain.
             SolverError: some elements have no solution (indices and statuses attached).
         """
         backend, settings = self.backend(solver_args)
+        theta, batch = self._theta(values)
+        check_values(self.parameters, theta, batch.batched)
         prog = self.program(backend)
         data = prog.data.apply(theta)
-        batch = theta.shape[0]
-        x, y, s = np.full((batch, prog.n), np.nan), *np.full((2, batch, prog.m), np.nan)
+        x = np.full((batch.size, prog.n), np.nan)
+        y, s = np.full((2, batch.size, prog.m), np.nan)
         results = [backend.solve(prog.data.program(d), settings) for d in data]
         for b, r in enumerate(results):
             if r.status.has_solution:
@@ -134,63 +165,74 @@ class SolutionMap:
             iterations=np.array([r.iterations for r in results]),
             solve_time=np.array([r.solve_time for r in results]),
         )
-        outputs = prog.outputs_from(x, y)
-        self._report(self.info, batched, outputs)
-        return outputs, x, y, s
+        outputs = split_outputs(prog.outputs, prog.outputs_from(x, y), batch)
+        self._report(self.info, batch.batched, outputs)
+        return Solution(outputs, x, y, s, backend.name)
 
-    def _report(self, info: SolveInfo, batched: bool, outputs: np.ndarray) -> None:
+    def _report(self, info: SolveInfo, batched: bool, outputs: list[np.ndarray]) -> None:
         failed = [b for b, st in enumerate(info.status) if not st.has_solution]
-        where = "batch elements " if batched else "the problem "
         if failed:
             statuses = [info.status[b] for b in failed]
-            listed = ", ".join(f"{b}: {st.value}" for b, st in zip(failed, statuses, strict=True))
+            where = (
+                "batch elements [" + ", ".join(f"{b}: {st.value}" for b, st in
+                                               zip(failed, statuses, strict=True)) + "]"
+                if batched else f"the problem ({statuses[0].value})"
+            )
             raise SolverError(
-                f"{info.solver} found no solution for {where}"
-                f"{'[' + listed + ']' if batched else '(' + statuses[0].value + ')'}. "
-                "Check that the parameter values make the problem feasible and bounded; "
-                "the outputs of the other elements are in `err.outputs`.",
+                f"{info.solver} found no solution for {where}. Check that the parameter "
+                "values make the problem feasible and bounded; the outputs of the other "
+                "elements are in `err.outputs` (NaN where the solve failed).",
                 failed,
                 statuses,
-                [outputs],
+                outputs,
             )
         inexact = [b for b, st in enumerate(info.status) if st is SolverStatus.OPTIMAL_INACCURATE]
         if inexact:
+            where = f"batch elements {inexact}" if batched else "the problem"
             warnings.warn(
-                f"{info.solver} returned inaccurate solutions for {where}"
-                f"{inexact if batched else ''}; gradients may be poor. Tighten the solver "
-                "tolerance or raise its iteration limit (solver_args).",
+                f"{info.solver} returned an inaccurate solution for {where}; gradients may be "
+                "poor. Tighten the solver tolerance or raise its iteration limit (solver_args).",
                 InaccurateSolutionWarning,
                 stacklevel=3,
             )
 
     # -- derivatives --------------------------------------------------------
-    def _derivative(self, solver: str, theta, x, y, s) -> tuple[ParametricConeProgram, Any]:
-        prog = self.program(get_solver(solver))
+    def _derivative(self, solver: str, theta: np.ndarray, x, y, s):
+        prog = self.program(solver)
         deriv = SolutionDerivative(
             prog.data, prog.data.apply(theta), x, y, s, linear_solver=self.linear_solver
         )
         return prog, deriv
 
     def _record(self, deriv: SolutionDerivative) -> None:
-        if self.info is not None and deriv.report is not None:
-            report = deriv.report
-            self.info = SolveInfo(
-                **{k: getattr(self.info, k) for k in ("solver", "status", "iterations",
-                                                       "solve_time")},
-                derivative=DerivativeInfo(report.method, report.residual),
-            )
+        report = deriv.report
+        if self.info is not None and report is not None:
+            derivative = DerivativeInfo(report.method, report.residual)
+            self.info = SolveInfo(self.info.solver, self.info.status, self.info.iterations,
+                                  self.info.solve_time, derivative)
 
-    def vjp(self, solver: str, theta, x, y, s, g_outputs: np.ndarray) -> np.ndarray:
-        """Cotangent (B, n_out) of the stacked outputs -> cotangent (B, p) of θ."""
+    def vjp(
+        self, values: Sequence[Any], x, y, s, cotangents: Sequence[Any], solver: str
+    ) -> list[np.ndarray]:
+        """Cotangents of the outputs (None for zero) -> cotangent of each parameter value."""
+        theta, batch = self._theta(values)
         prog, deriv = self._derivative(solver, theta, x, y, s)
-        gx, gy = prog.outputs_vjp(prog.outputs_from(x, y), g_outputs)
+        g = stack_outputs(prog.outputs, cotangents, batch)
+        gx, gy = prog.outputs_vjp(prog.outputs_from(x, y), g)
         gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
         self._record(deriv)
-        return prog.data.vjp(theta, gdata)
+        return unflatten_params(self.parameters, prog.data.vjp(theta, gdata), batch)
 
-    def jvp(self, solver: str, theta, x, y, s, dtheta: np.ndarray) -> np.ndarray:
-        """Tangent (B, p) of θ -> tangent (B, n_out) of the stacked outputs."""
+    def jvp(
+        self, values: Sequence[Any], x, y, s, tangents: Sequence[Any], solver: str
+    ) -> list[np.ndarray]:
+        """Tangents of the parameter values (None for zero) -> tangent of each output."""
+        theta, batch = self._theta(values)
+        zero = [np.zeros(np.shape(v)) if t is None else t
+                for v, t in zip(values, tangents, strict=True)]
+        dtheta = flatten(self.parameters, zero, batch)
         prog, deriv = self._derivative(solver, theta, x, y, s)
         dx, dy, _ = deriv.jvp(prog.data.jvp(theta, dtheta))
         self._record(deriv)
-        return prog.outputs_jvp(prog.outputs_from(x, y), dx, dy)
+        return split_outputs(prog.outputs, prog.outputs_jvp(prog.outputs_from(x, y), dx, dy),
+                             batch)

@@ -89,18 +89,6 @@ class ParametricConeProgram:
         dout = (self.R @ np.concatenate([dx, dy], axis=1).T).T
         return np.where(self.exp_mask, dout * out, dout)
 
-    def split_outputs(self, stacked: np.ndarray) -> list[np.ndarray]:
-        """(B, outputs) -> one (B, *shape) array per output."""
-        return [
-            unvec_f(stacked[:, o.offset : o.offset + o.size], o.shape) for o in self.outputs
-        ]
-
-    def stack_outputs(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        """One (B, *shape) array per output -> (B, outputs)."""
-        return np.concatenate(
-            [vec_f(a, o.shape) for a, o in zip(arrays, self.outputs, strict=True)], axis=1
-        )
-
 
 def compile_problem(
     problem: cp.Problem,

@@ -85,22 +85,13 @@ class CvxpyLayer(torch.nn.Module):
             One tensor per requested variable, in the dtype and on the device of the inputs,
             with a leading batch dimension if any input had one.
         """
-        smap = self._map
-        batch = smap.batch_spec([None if p is None else tuple(p.shape) for p in params])
+        self._map.batch_spec([None if p is None else tuple(p.shape) for p in params])
+        self._map.backend(solver_args)  # validate before any work
         tensors = [p if isinstance(p, torch.Tensor) else torch.as_tensor(p) for p in params]
         dtype, device = _common_dtype_device(tensors)
-        backend, _ = smap.backend(solver_args)
-        theta = _flatten(smap, tensors, batch)
-        out, *_ = solve_op(theta, self._handle, batch.batched, backend.name,
-                           _encode(solver_args))
-        results = []
-        for spec in smap.outputs:
-            flat = out[:, spec.offset : spec.offset + spec.size]
-            value = flat.reshape((batch.size, *spec.shape[::-1]))
-            value = value.permute(0, *range(value.dim() - 1, 0, -1))
-            value = value if batch.batched else value[0]
-            results.append(value.to(device=device, dtype=dtype))
-        return tuple(results)
+        cpu = [t.to(device="cpu", dtype=torch.float64) for t in tensors]
+        results = solve_op(cpu, self._handle, _encode(solver_args))
+        return tuple(r.to(device=device, dtype=dtype) for r in results[: len(self._map.outputs)])
 
 
 def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, torch.device]:
@@ -110,35 +101,20 @@ def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, 
             f"parameters: tensors are on different devices {sorted(map(str, devices))}; "
             "move them to one device."
         )
-    dtype = torch.get_default_dtype()
     floats = [t.dtype for t in tensors if t.is_floating_point()]
-    if floats:
-        dtype = floats[0]
-        for other in floats[1:]:
-            dtype = torch.promote_types(dtype, other)
+    dtype = floats[0] if floats else torch.get_default_dtype()
+    for other in floats[1:]:
+        dtype = torch.promote_types(dtype, other)
     device = devices.pop() if devices else torch.device("cpu")
     return dtype, device
 
 
-def _flatten(smap: SolutionMap, tensors, batch) -> torch.Tensor:
-    """θ (B, p) in float64 on CPU, differentiable with respect to the inputs."""
-    blocks = []
-    for spec, t, batched in zip(smap.parameters, tensors, batch.per_param, strict=True):
-        t = t.to(device="cpu", dtype=torch.float64)
-        t = t if batched else t.expand(batch.size, *spec.shape)
-        t = t.permute(0, *range(t.dim() - 1, 0, -1)).reshape(batch.size, spec.size)
-        blocks.append(t)
-    if not blocks:
-        return torch.zeros((batch.size, 0), dtype=torch.float64)
-    return torch.cat(blocks, dim=1)
-
-
 def _encode(solver_args: Mapping[str, Any] | None) -> str:
+    """Per-call solver settings as a JSON string, the form a custom op can take."""
     if not solver_args:
         return "{}"
-    args = {k: v for k, v in solver_args.items() if k != "solve_method"}
     try:
-        return json.dumps(args, sort_keys=True)
+        return json.dumps(dict(solver_args), sort_keys=True)
     except TypeError as err:
         raise SolverArgumentError(
             f"solver_args: values must be plain numbers, strings or booleans ({err})."
