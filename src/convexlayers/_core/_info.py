@@ -34,6 +34,9 @@ class SolveInfo:
         status: per batch element, the solver status.
         iterations: per batch element, solver iterations.
         solve_time: per batch element, seconds in the solver.
+        residual: per batch element, the relative KKT residual of the returned solution,
+            ||N(x, y − s)|| / (1 + ||q|| + ||b||) with N the normal map (NaN if unsolved).
+            Gradients are about as accurate as this is small.
         derivative: filled in by the last backward (or forward-mode) pass, else None.
     """
 
@@ -41,6 +44,7 @@ class SolveInfo:
     status: tuple[SolverStatus, ...]
     iterations: np.ndarray
     solve_time: np.ndarray
+    residual: np.ndarray
     derivative: DerivativeInfo | None = None
 
     @property

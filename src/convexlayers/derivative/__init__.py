@@ -8,6 +8,7 @@ from convexlayers.derivative._linear import (
     SolveReport,
     SparseLU,
 )
+from convexlayers.derivative._refine import kkt_residual, normal_residual, refine
 
 __all__ = [
     "AbstractLinearSolver",
@@ -16,4 +17,7 @@ __all__ = [
     "SolutionDerivative",
     "SolveReport",
     "SparseLU",
+    "kkt_residual",
+    "normal_residual",
+    "refine",
 ]

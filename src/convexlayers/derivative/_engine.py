@@ -19,49 +19,12 @@ evaluated only on the sparsity patterns of P (upper triangle) and A.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import scipy.sparse as sp
 
-from convexlayers.cones import ConeDims, ConeJacobian, dual_projection_jacobian
+from convexlayers.cones import ConeJacobian, dual_projection_jacobian
 from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, SolveReport
-
-
-class Pattern(Protocol):
-    shape: tuple[int, int]
-
-    @property
-    def rows(self) -> np.ndarray: ...
-
-    @property
-    def cols(self) -> np.ndarray: ...
-
-    def matrix(self, values: np.ndarray) -> sp.csc_array: ...
-
-
-class Structure(Protocol):
-    """Sparsity and layout of the program data: ``[P values | q | A values | b]``."""
-
-    n: int
-    m: int
-    dims: ConeDims
-    P: Pattern | None
-    A: Pattern
-
-    def split(self, data: np.ndarray) -> tuple[np.ndarray, ...]: ...
-
-
-def _scatter(index: np.ndarray, size: int) -> sp.csr_array:
-    """(size, K) matrix adding entry k of a vector into position index[k]."""
-    return sp.csr_array(
-        (np.ones(index.size), (index, np.arange(index.size))), shape=(size, index.size)
-    )
-
-
-def _apply(S: sp.csr_array, vals: np.ndarray) -> np.ndarray:
-    """Scatter a batch: (B, K) -> (B, size)."""
-    return (S @ vals.T).T
+from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
 
 
 class SolutionDerivative:
@@ -98,17 +61,16 @@ class SolutionDerivative:
     def batch(self) -> int:
         return self.x.shape[0]
 
-    # -- J ----------------------------------------------------------------
     def _assemble(self):
         st, N = self.structure, self.structure.n + self.structure.m
         if self.linear_solver.wants_dense(N):
             J = np.zeros((self.batch, N, N))
-            D = self._D.dense()
             A = np.zeros((self.batch, st.m, st.n))
             A[:, st.A.rows, st.A.cols] = self._a_vals
             if st.P is not None:
                 J[:, st.P.rows, st.P.cols] = self._p_vals
                 J[:, st.P.cols, st.P.rows] = self._p_vals
+            D = self._D.dense()
             J[:, : st.n, st.n :] = np.swapaxes(D @ A, 1, 2)
             J[:, st.n :, : st.n] = A
             J[:, st.n :, st.n :] = D - np.eye(st.m)
@@ -122,35 +84,25 @@ class SolutionDerivative:
             else:
                 U = st.P.matrix(self._p_vals[b])
                 P = U + U.T - sp.diags_array(U.diagonal())
-            blocks.append(sp.block_array([[P, (D @ A).T], [A, D - sp.eye_array(st.m)]],
-                                         format="csc"))
+            blocks.append(
+                sp.block_array([[P, (D @ A).T], [A, D - sp.eye_array(st.m)]], format="csc")
+            )
         return blocks
 
-    def _solve(self, rhs: np.ndarray, transpose: bool) -> np.ndarray:
+    def solve(self, rhs: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """Solve J z = rhs (or Jᵀ z = rhs) for a batch ``rhs`` of shape (B, n + m)."""
         if self._J is None:
             self._J = self._assemble()
         z, self.report = self.linear_solver.solve(self._J, rhs[..., None], transpose)
         return z[..., 0]
 
-    # -- data-space helpers -------------------------------------------------
-    def _sym_matvec(self, p_vals: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """P v for the symmetric P stored as its upper-triangle values (batched)."""
-        st = self.structure
-        r, c = st.P.rows, st.P.cols
-        out = _apply(_scatter(r, st.n), p_vals * v[:, c])
-        off = r != c
-        return out + _apply(_scatter(c[off], st.n), p_vals[:, off] * v[:, r[off]])
-
     def jvp(self, ddata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tangent (B, nd) of the data -> tangents (dx, dy, ds)."""
         st = self.structure
         dp, dq, da, db = st.split(ddata)
-        r, c = st.A.rows, st.A.cols
-        r1 = dq + _apply(_scatter(c, st.n), da * self.y[:, r])
-        if st.P is not None:
-            r1 = r1 + self._sym_matvec(dp, self.x)
-        r2 = _apply(_scatter(r, st.m), da * self.x[:, c]) - db
-        z = self._solve(-np.concatenate([r1, r2], axis=1), transpose=False)
+        r1 = dq + a_rmatvec(st, da, self.y) + p_matvec(st, dp, self.x)
+        r2 = a_matvec(st, da, self.x) - db
+        z = self.solve(-np.concatenate([r1, r2], axis=1))
         dx, dv = z[:, : st.n], z[:, st.n :]
         dy = self._D.matvec(dv)
         return dx, dy, dy - dv
@@ -159,7 +111,7 @@ class SolutionDerivative:
         """Cotangents of (x, y, s) -> cotangent (B, nd) of the data."""
         st = self.structure
         gv = self._D.matvec(gy + gs) - gs
-        z = self._solve(np.concatenate([gx, gv], axis=1), transpose=True)
+        z = self.solve(np.concatenate([gx, gv], axis=1), transpose=True)
         u, w = z[:, : st.n], z[:, st.n :]
         r, c = st.A.rows, st.A.cols
         ga = -(self.y[:, r] * u[:, c] + w[:, r] * self.x[:, c])

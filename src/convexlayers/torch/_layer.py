@@ -32,6 +32,8 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: default solver settings; a call's ``solver_args`` override them.
         linear_solver: strategy for the derivative's linear systems (default: dense LU
             for small systems, sparse LU for large ones).
+        refine: polish each solution with Newton steps on the KKT conditions, for outputs
+            and gradients accurate to near machine precision (a few extra linear solves).
 
     Example:
         >>> import cvxpy as cp, torch
@@ -52,6 +54,7 @@ class CvxpyLayer(torch.nn.Module):
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
+        refine: bool = False,
     ) -> None:
         super().__init__()
         self._map = SolutionMap(
@@ -62,6 +65,7 @@ class CvxpyLayer(torch.nn.Module):
             solver=solver,
             solver_args=solver_args,
             linear_solver=linear_solver,
+            refine=refine,
         )
         self._handle = register(self._map, self)
 
