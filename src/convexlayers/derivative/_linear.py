@@ -17,8 +17,15 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-# A direct solve whose relative residual exceeds this is treated as singular.
-DIRECT_RTOL = 1e-8
+# A direct solve is rejected, and the system treated as singular, when its backward
+# error ||Jz − r|| / (||J|| ||z|| + ||r||) exceeds BACKWARD_TOL (LU with partial
+# pivoting is backward stable: ~1e-15 whenever it works), or when ||J|| ||z|| / ||r||,
+# a lower bound on cond(J), exceeds MAX_CONDITION: on a numerically singular J, LU
+# returns a huge null-space component whose rounding pollutes every other entry.
+# Singular J is common: an inactive `norm(x) <= r` leaves CVXPY's epigraph variable
+# free, while the outputs the user asked for stay unique.
+BACKWARD_TOL = 1e-10
+MAX_CONDITION = 1e12
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,20 @@ class SolveReport:
     residual: np.ndarray
 
 
+def _norms(a: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a.reshape(a.shape[0], -1), axis=1)
+
+
 def _relative_residual(matvec: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    num = np.linalg.norm((matvec - rhs).reshape(rhs.shape[0], -1), axis=1)
-    den = np.linalg.norm(rhs.reshape(rhs.shape[0], -1), axis=1)
-    return num / np.maximum(den, np.finfo(float).tiny)
+    return _norms(matvec - rhs) / np.maximum(_norms(rhs), np.finfo(float).tiny)
+
+
+def _backward_ok(res: np.ndarray, j_norm, z: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Per element: finite, small backward error, no sign of a singular J."""
+    rhs_n = np.maximum(_norms(rhs), np.finfo(float).tiny)
+    scaled = j_norm * _norms(z)
+    err = res * rhs_n / (scaled + rhs_n)
+    return np.isfinite(err) & (err <= BACKWARD_TOL) & (scaled <= MAX_CONDITION * rhs_n)
 
 
 class AbstractLinearSolver(abc.ABC):
@@ -66,19 +83,32 @@ class DenseLU(AbstractLinearSolver):
 
     def solve(self, J, rhs, transpose):
         J = np.swapaxes(J, -1, -2) if transpose else J
-        try:
-            z = np.linalg.solve(J, rhs)
-            direct = np.all(np.isfinite(z), axis=(1, 2))
-        except np.linalg.LinAlgError:
-            z = np.zeros_like(rhs)
-            direct = np.zeros(rhs.shape[0], dtype=bool)
+        z, direct = _batched_lu(J, rhs)
         residual = np.where(direct, _relative_residual(J @ z, rhs), np.inf)
+        good = direct & _backward_ok(residual, np.linalg.norm(J, axis=(1, 2)), z, rhs)
         method = ["lu"] * rhs.shape[0]
-        for b in np.flatnonzero(~(residual <= DIRECT_RTOL)):
+        for b in np.flatnonzero(~good):
             z[b] = sla.lstsq(J[b], rhs[b], lapack_driver="gelsd")[0]
             residual[b] = _relative_residual((J[b] @ z[b])[None], rhs[b][None])[0]
             method[b] = "lstsq"
         return z, SolveReport(tuple(method), residual)
+
+
+def _batched_lu(J: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LU for the whole batch; element by element if one of them is exactly singular."""
+    try:
+        z = np.linalg.solve(J, rhs)
+        return z, np.isfinite(z).all(axis=(1, 2))
+    except np.linalg.LinAlgError:
+        z = np.zeros_like(rhs)
+        direct = np.zeros(rhs.shape[0], dtype=bool)
+        for b in range(rhs.shape[0]):
+            try:
+                z[b] = np.linalg.solve(J[b], rhs[b])
+                direct[b] = np.isfinite(z[b]).all()
+            except np.linalg.LinAlgError:
+                pass
+        return z, direct
 
 
 class SparseLU(AbstractLinearSolver):
@@ -97,9 +127,10 @@ class SparseLU(AbstractLinearSolver):
                 z[b] = spla.splu(Jb).solve(rhs[b])
                 res = _relative_residual((Jb @ z[b])[None], rhs[b][None])[0]
                 kind = "sparse_lu"
+                ok = _backward_ok(np.array([res]), spla.norm(Jb), z[b][None], rhs[b][None])[0]
             except RuntimeError:  # exactly singular
-                res = np.inf
-            if not res <= DIRECT_RTOL:
+                ok = False
+            if not ok:
                 z[b] = np.column_stack(
                     [spla.lsmr(Jb, col, atol=1e-14, btol=1e-14, maxiter=20 * sum(Jb.shape))[0]
                      for col in rhs[b].T]
