@@ -1,0 +1,151 @@
+"""``CvxpyLayer`` for JAX."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._errors import ParameterError, SolverArgumentError
+from convexlayers.derivative import AbstractLinearSolver
+from convexlayers.jax import _rules  # noqa: F401  (registers batching and AD rules)
+from convexlayers.jax._primitives import jvp_p, solve_p
+
+
+class CvxpyLayer:
+    """A differentiable convex optimization layer for JAX.
+
+    Calling the layer solves the problem for the given parameter values (a batch at
+    once). It works under ``jax.jit``, ``jax.vmap``, ``jax.grad``, ``jax.jvp``,
+    ``jax.jacfwd`` and ``jax.jacrev``, in any composition, to first order.
+
+    Args:
+        problem: a CVXPY problem that is DPP (``problem.is_dpp()``), or with
+            ``gp=True`` log-log convex and DPP (``problem.is_dgp(dpp=True)``).
+        parameters: the problem's parameters, in the order the layer takes values.
+        variables: the outputs: problem variables and/or constraint dual variables
+            (``constraint.dual_variables[0]``). Default: every problem variable.
+        gp: parse the problem as a log-log convex program.
+        solver: "CLARABEL" (default), "SCS" or "ECOS".
+        solver_args: default solver settings; a call's ``solver_args`` override them.
+        linear_solver: strategy for the derivative's linear systems (default: dense LU
+            for small systems, sparse LU for large ones).
+        refine: polish each solution with Newton steps on the KKT conditions, for outputs
+            and gradients accurate to near machine precision (a few extra linear solves).
+
+    Example:
+        >>> import cvxpy as cp, jax.numpy as jnp
+        >>> x = cp.Variable(2); A = cp.Parameter((3, 2)); b = cp.Parameter(3)
+        >>> prob = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b)), [x >= 0])
+        >>> layer = CvxpyLayer(prob, parameters=[A, b], variables=[x])
+        >>> sol, = layer(jnp.ones((3, 2)), jnp.ones(3))
+        >>> sol.shape
+        (2,)
+    """
+
+    def __init__(
+        self,
+        problem: cp.Problem,
+        parameters: Sequence[cp.Parameter],
+        variables: Sequence[cp.Variable] | None = None,
+        gp: bool = False,
+        solver: str | None = None,
+        solver_args: Mapping[str, Any] | None = None,
+        linear_solver: AbstractLinearSolver | None = None,
+        refine: bool = False,
+    ) -> None:
+        self._map = SolutionMap(
+            problem,
+            parameters,
+            variables,
+            gp=gp,
+            solver=solver,
+            solver_args=solver_args,
+            linear_solver=linear_solver,
+            refine=refine,
+        )
+
+    @property
+    def info(self) -> SolveInfo | None:
+        """Diagnostics of the last executed call (under ``jit``: the last run, not trace)."""
+        return self._map.info
+
+    def __call__(
+        self, *params: jax.Array, solver_args: Mapping[str, Any] | None = None
+    ) -> tuple[jax.Array, ...]:
+        """Solve for the given parameter values.
+
+        Args:
+            *params: one array per parameter, of the parameter's shape or with a leading
+                batch dimension.
+            solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
+                ``{"solve_method": "ECOS"}``): static Python values, not traced; under
+                ``jax.jit`` close over them rather than passing them as jitted arguments.
+
+        Returns:
+            One array per requested variable, in the floating dtype of the inputs, with a
+            leading batch dimension if any input had one.
+
+        Raises:
+            ParameterError: wrong count, shapes or batch sizes (at trace time); NaN/Inf or
+                values outside a parameter's domain (when it runs).
+            SolverArgumentError: bad ``solver_args``.
+            SolverError: no solution for some batch elements (when it runs). Under ``jit``
+                run-time errors arrive as ``jax.errors.JaxRuntimeError`` with the original
+                error's type and message in its text.
+        """
+        self._map.batch_spec([None if p is None else np.shape(p) for p in params])
+        static = _static(solver_args)
+        self._map.backend(solver_args)  # validate before any work
+        arrays = [jnp.asarray(p) for p in params]
+        dtype = _float_dtype(arrays)
+        return _solve(self._map, static, *(a.astype(dtype) for a in arrays))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _solve(smap: SolutionMap, solver_args: tuple, *params):
+    outs = solve_p.bind(*params, smap=smap, solver_args=solver_args)
+    return tuple(outs[: len(smap.outputs)])
+
+
+@_solve.defjvp
+def _solve_jvp(smap: SolutionMap, solver_args: tuple, primals, tangents):
+    # The tangent map is the primitive jvp_p, linear in the tangents and transposable
+    # to vjp_p: reverse mode comes from this rule, no separate custom_vjp is needed.
+    res = solve_p.bind(*primals, smap=smap, solver_args=solver_args)
+    k = len(smap.outputs)
+    solver = smap.backend(dict(solver_args))[0].name
+    touts = jvp_p.bind(*primals, *res[k:], *tangents, smap=smap, solver=solver)
+    return tuple(res[:k]), tuple(touts)
+
+
+def _static(solver_args: Mapping[str, Any] | None) -> tuple:
+    """A call's solver settings as a hashable tuple: they are static under ``jit``."""
+    if not isinstance(solver_args, Mapping | None):
+        raise SolverArgumentError(
+            f"solver_args: expected a dict, received {type(solver_args).__name__}."
+        )
+    items = tuple(sorted(dict(solver_args or {}).items()))
+    try:
+        hash(items)
+    except TypeError as err:
+        raise SolverArgumentError(
+            "solver_args: values must be plain Python numbers, strings or booleans; they "
+            "are static settings, not traced arrays. Under jax.jit or jax.vmap, close over "
+            "them: jax.jit(lambda *p: layer(*p, solver_args={...}))."
+        ) from err
+    return items
+
+
+def _float_dtype(arrays: Sequence[jax.Array]) -> np.dtype:
+    """The common floating dtype of the inputs (JAX's default float for integers)."""
+    dtype = jnp.result_type(*arrays) if arrays else jnp.result_type(float)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ParameterError("parameters: complex values are not supported; pass real arrays.")
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)

@@ -1,0 +1,152 @@
+"""JAX layer: bad input gets the PyTorch layer's messages, at trace time where shapes tell.
+
+Errors that need the values (NaN, domains, infeasibility) happen when the solve runs.
+Eagerly they keep their type; under ``jit`` JAX turns an exception raised in a host
+callback into a ``JaxRuntimeError``, whose text must still carry the original message.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convexlayers import ParameterError, SolverArgumentError, SolverError
+from convexlayers.jax import CvxpyLayer
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def layer():
+    x = cp.Variable(2)
+    A, b = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="b")
+    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
+    return CvxpyLayer(prob, [A, b], [x])
+
+
+def _interval():
+    x = cp.Variable()
+    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
+    prob = cp.Problem(cp.Minimize(x), [x >= lo, x <= hi])
+    return CvxpyLayer(prob, [lo, hi], [x])
+
+
+def _run(f, *args):
+    return jax.block_until_ready(f(*args))
+
+
+# -- trace time: raised while tracing, before anything runs ------------------------------
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit, jax.grad], ids=["eager", "jit", "grad"])
+def test_shape_count_and_batch_errors_at_trace_time(layer, wrap):
+    def call(*ps):
+        return jnp.sum(layer(*ps)[0])
+
+    with pytest.raises(ParameterError, match=r"takes 2 parameter values \(A, b"):
+        _run(wrap(call), jnp.ones((3, 2)))
+    with pytest.raises(ParameterError, match=r"'A': expected shape \(3, 2\).*received \(2, 3\)"):
+        _run(wrap(call), jnp.ones((2, 3)), jnp.ones(3))
+    with pytest.raises(ParameterError, match=r"batch sizes disagree.*'A' has 4.*'b' has 5"):
+        _run(wrap(call), jnp.ones((4, 3, 2)), jnp.ones((5, 3)))
+
+
+def test_errors_under_vmap_are_raised_while_tracing(layer):
+    with pytest.raises(ParameterError, match=r"'b': expected shape \(3,\)"):
+        jax.vmap(layer)(jnp.ones((4, 3, 2)), jnp.ones((4, 2)))
+    with pytest.raises(ParameterError, match="batch sizes disagree"):
+        jax.vmap(layer)(jnp.ones((4, 2, 3, 2)), jnp.ones((4, 5, 3)))
+
+
+def test_none_parameter(layer):
+    with pytest.raises(ParameterError, match="parameter 'b': received None"):
+        layer(jnp.ones((3, 2)), None)
+
+
+def test_complex_values(layer):
+    with pytest.raises(ParameterError, match="complex"):
+        layer(jnp.ones((3, 2), jnp.complex64), jnp.ones(3))
+
+
+def test_bad_solver_args(layer):
+    with pytest.raises(SolverArgumentError, match="expected a dict"):
+        layer(jnp.ones((3, 2)), jnp.ones(3), solver_args=[("eps", 1)])
+    with pytest.raises(SolverArgumentError, match="bogus"):
+        layer(jnp.ones((3, 2)), jnp.ones(3), solver_args={"bogus": 1})
+    with pytest.raises(SolverArgumentError, match="unknown solver 'GUROBIX'"):
+        layer(jnp.ones((3, 2)), jnp.ones(3), solver_args={"solve_method": "GUROBIX"})
+
+
+def test_traced_solver_args_say_to_close_over_them(layer):
+    with pytest.raises(SolverArgumentError, match=r"static settings.*close over"):
+        jax.jit(layer)(jnp.ones((3, 2)), jnp.ones(3), solver_args={"eps": 1e-8})
+
+
+# -- run time ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_eager_keeps_the_type(layer, bad):
+    b = jnp.ones((2, 3)).at[1, 0].set(bad)
+    with pytest.raises(ParameterError, match=r"'b': contains NaN or Inf in batch elements \[1\]"):
+        layer(jnp.ones((3, 2)), b)
+
+
+def test_nan_under_jit_and_grad_carries_the_message(layer):
+    b = jnp.ones((2, 3)).at[1, 0].set(jnp.nan)
+    msg = r"ParameterError: parameter 'b': contains NaN or Inf in batch elements \[1\]"
+    with pytest.raises(jax.errors.JaxRuntimeError, match=msg):
+        _run(jax.jit(layer), jnp.ones((3, 2)), b)
+    loss = jax.jit(jax.grad(lambda A, b: jnp.sum(layer(A, b)[0])))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=msg):
+        _run(loss, jnp.ones((3, 2)), b)
+
+
+def test_domain_errors_eager_and_under_jit():
+    x = cp.Variable(2)
+    lam = cp.Parameter(nonneg=True, name="lam")
+    c = cp.Parameter(2, pos=True, name="c")
+    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
+    layer = CvxpyLayer(prob, [lam, c], [x])
+    with pytest.raises(ParameterError, match=r"'lam': declared nonneg=True.*-0.5"):
+        layer(jnp.asarray(-0.5), jnp.ones(2))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="'c': declared pos=True"):
+        _run(jax.jit(layer), jnp.asarray(1.0), jnp.array([1.0, 0.0]))
+
+
+def test_domain_psd_under_vmap():
+    x = cp.Variable(2)
+    P = cp.Parameter((2, 2), PSD=True, name="P")
+    prob = cp.Problem(cp.Minimize(cp.quad_form(x, P)), [cp.sum(x) == 1])
+    layer = CvxpyLayer(prob, [P], [x])
+    mats = jnp.stack([jnp.eye(2), jnp.diag(jnp.array([1.0, -1.0]))])
+    with pytest.raises(ParameterError, match=r"'P': declared positive semidefinite.*\[1\]"):
+        jax.vmap(layer)(mats)
+
+
+def test_infeasible_names_batch_indices_eager():
+    layer = _interval()
+    lo, hi = jnp.array([0.0, 2.0, 0.0, 5.0]), jnp.ones(4)
+    with pytest.raises(SolverError, match=r"batch elements \[1: infeasible, 3: infeasible\]") as e:
+        layer(lo, hi)
+    assert e.value.indices == [1, 3]
+    np.testing.assert_allclose(e.value.outputs[0][[0, 2]], [0.0, 0.0], atol=1e-7)
+
+
+def test_infeasible_under_jit_and_vmap_carries_the_message():
+    layer = _interval()
+    lo, hi = jnp.array([0.0, 2.0, 0.0, 5.0]), jnp.ones(4)
+    msg = r"SolverError: CLARABEL found no solution for batch elements \[1: infeasible, 3: inf"
+    with pytest.raises(jax.errors.JaxRuntimeError, match=msg):
+        _run(jax.jit(layer), lo, hi)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=msg):
+        _run(jax.jit(jax.vmap(layer, in_axes=(0, None))), lo, 1.0)
+
+
+def test_unbounded_unbatched():
+    x = cp.Variable()
+    c = cp.Parameter(name="c")
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x])
+    with pytest.raises(SolverError, match=r"the problem \(unbounded\)"):
+        layer(jnp.asarray(-1.0))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"the problem \(unbounded\)"):
+        _run(jax.jit(layer), jnp.asarray(-1.0))
