@@ -27,6 +27,7 @@ from convexlayers._core._batch import (
     unflatten_params,
 )
 from convexlayers._core._info import DerivativeInfo, SolveInfo
+from convexlayers._core._parallel import solve_all
 from convexlayers._core._values import check_values
 from convexlayers._errors import InaccurateSolutionWarning, SolverArgumentError, SolverError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
@@ -168,7 +169,7 @@ class SolutionMap:
         data = prog.data.apply(theta)
         x = np.full((batch.size, prog.n), np.nan)
         y, s = np.full((2, batch.size, prog.m), np.nan)
-        results = [backend.solve(prog.data.program(d), settings) for d in data]
+        results = solve_all(backend, [prog.data.program(d) for d in data], settings)
         ok = np.array([r.status.has_solution for r in results], dtype=bool)
         for b in np.flatnonzero(ok):
             x[b], y[b], s[b] = results[b].x, results[b].y, results[b].s

@@ -104,6 +104,8 @@ class AbstractSolver(abc.ABC):
     supports_quadratic_objective: ClassVar[bool]
     supported_cones: ClassVar[frozenset[str]]
     native_keys: ClassVar[frozenset[str]]
+    # The solver releases the GIL while it works, so a batch can run on several threads.
+    releases_gil: ClassVar[bool] = False
 
     def settings(self, solver_args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``solver_args`` and return native settings.
