@@ -40,10 +40,12 @@ class SolverError(ConvexLayersError, RuntimeError):
     def __init__(
         self,
         message: str,
-        indices: Sequence[int],
-        statuses: Sequence[Any],
+        indices: Sequence[int] = (),
+        statuses: Sequence[Any] = (),
         outputs: Sequence[Any] = (),
     ) -> None:
+        # Defaults let frameworks that rebuild an exception from its message (Keras)
+        # keep the type.
         super().__init__(message)
         self.indices = list(indices)
         self.statuses = list(statuses)

@@ -1,0 +1,216 @@
+"""Bad input to the TensorFlow layer: the messages of the other layers, eagerly and in graphs.
+
+What the static shapes show (count, shapes, batch sizes, solver_args) raises our own
+exception while tracing. What only the values show (NaN, domains, infeasibility, or
+shapes unknown while tracing) is found when the graph runs: eagerly it is our own
+exception; inside ``tf.function`` TensorFlow reports it as
+``tf.errors.InvalidArgumentError`` (our ValueErrors) or ``tf.errors.UnknownError``
+(SolverError, a RuntimeError), carrying our message.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from convexlayers import (  # noqa: E402
+    ConvexLayersError,
+    ParameterError,
+    ProblemError,
+    SolverArgumentError,
+    SolverError,
+)
+from convexlayers.tensorflow import CvxpyLayer  # noqa: E402
+
+MODES = ["eager", "graph"]
+
+
+def _readme():
+    x = cp.Variable(2)
+    A, b = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="b")
+    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
+    return prob, A, b, x
+
+
+def _caller(layer, mode, **kwargs):
+    fn = lambda *params: layer(*params, **kwargs)  # noqa: E731
+    return tf.function(fn) if mode == "graph" else fn
+
+
+def _run_time(mode, error, graph_error=tf.errors.InvalidArgumentError):
+    """The exception a value error raises: ours eagerly, TensorFlow's in a graph."""
+    return error if mode == "eager" else graph_error
+
+
+@pytest.fixture
+def layer():
+    prob, A, b, _ = _readme()
+    return CvxpyLayer(prob, [A, b], [prob.variables()[0]])
+
+
+# -- construction ---------------------------------------------------------------
+def test_construction_errors_are_the_shared_ones():
+    x = cp.Variable(2)
+    a, b = cp.Parameter(name="alpha"), cp.Parameter(name="beta")
+    with pytest.raises(ProblemError, match="not DPP"):
+        CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x) + a * b * cp.sum(x))), [a, b], [x])
+    prob, A, b, x = _readme()
+    with pytest.raises(ProblemError, match=r"\['b'\] are missing"):
+        CvxpyLayer(prob, [A], [x])
+    with pytest.raises(SolverArgumentError, match="unknown solver 'GUROBIX'"):
+        CvxpyLayer(prob, [A, b], [x], solver="GUROBIX")
+    with pytest.raises(SolverArgumentError, match="not_a_setting"):
+        CvxpyLayer(prob, [A, b], [x], solver_args={"not_a_setting": 1})
+
+
+# -- found from the static shapes: our exception in both modes ----------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_number_of_tensors(layer, mode):
+    with pytest.raises(ParameterError, match=r"takes 2 parameter values \(A, b"):
+        _caller(layer, mode)(tf.ones((3, 2)))
+    with pytest.raises(ParameterError, match=r"takes 2 parameter values \(A, b.*received 1"):
+        _caller(layer, mode)([tf.ones((3, 2)), tf.ones(3)])  # a list instead of two values
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_none_parameter(layer, mode):
+    with pytest.raises(ParameterError, match="parameter 'b': received None"):
+        _caller(layer, mode)(tf.ones((3, 2)), None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_shape_names_expected_and_received(layer, mode):
+    with pytest.raises(ParameterError, match=r"'A': expected shape \(3, 2\).*received \(2, 3\)"):
+        _caller(layer, mode)(tf.ones((2, 3)), tf.ones(3))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inconsistent_batch(layer, mode):
+    with pytest.raises(ParameterError, match=r"batch sizes disagree.*'A' has 4.*'b' has 5"):
+        _caller(layer, mode)(tf.ones((4, 3, 2)), tf.ones((5, 3)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_per_call_solver_args(layer, mode):
+    with pytest.raises(SolverArgumentError, match="expected a dict"):
+        _caller(layer, mode, solver_args=[("eps", 1)])(tf.ones((3, 2)), tf.ones(3))
+    with pytest.raises(SolverArgumentError, match="bogus"):
+        _caller(layer, mode, solver_args={"bogus": 1})(tf.ones((3, 2)), tf.ones(3))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_complex_values(layer, mode):
+    with pytest.raises(ParameterError, match=r"'A': expected real numbers.*complex128"):
+        _caller(layer, mode)(tf.ones((3, 2), tf.complex128), tf.ones(3))
+
+
+def test_shapes_unknown_while_tracing_are_checked_when_the_graph_runs(layer):
+    fn = tf.function(lambda A, b: layer(A, b),
+                     input_signature=[tf.TensorSpec((None, 3, 2)), tf.TensorSpec((None, 3))])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"batch sizes disagree.*'A' has 4.*'b' has 5"):
+        fn(tf.ones((4, 3, 2)), tf.ones((5, 3)))
+    fn = tf.function(lambda A, b: layer(A, b), input_signature=[tf.TensorSpec(None)] * 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"'A': expected shape \(3, 2\)"):
+        fn(tf.ones((2, 3)), tf.ones(3))
+
+
+# -- found from the values: at run time -------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf(layer, mode, bad):
+    b = np.ones((2, 3))
+    b[1, 0] = bad
+    with pytest.raises(_run_time(mode, ParameterError),
+                       match=r"'b': contains NaN or Inf in batch elements \[1\]"):
+        _caller(layer, mode)(tf.ones((3, 2), tf.float64), tf.constant(b))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_domain_nonneg_and_pos(mode):
+    x = cp.Variable(2)
+    lam = cp.Parameter(nonneg=True, name="lam")
+    c = cp.Parameter(2, pos=True, name="c")
+    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
+    call = _caller(CvxpyLayer(prob, [lam, c], [x]), mode)
+    with pytest.raises(_run_time(mode, ParameterError), match=r"'lam': declared nonneg=True.*-0.5"):
+        call(tf.constant(-0.5), tf.ones(2))
+    with pytest.raises(_run_time(mode, ParameterError), match="'c': declared pos=True"):
+        call(tf.constant(1.0), tf.constant([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_domain_symmetric_and_psd(mode):
+    x = cp.Variable(2)
+    P = cp.Parameter((2, 2), PSD=True, name="P")
+    S = cp.Parameter((2, 2), symmetric=True, name="S")
+    X = cp.Variable((2, 2), symmetric=True)
+    prob = cp.Problem(cp.Minimize(cp.quad_form(x, P) + cp.trace(S @ X)),
+                      [cp.sum(x) == 1, X >> 0, cp.trace(X) == 1])
+    call = _caller(CvxpyLayer(prob, [P, S], [x]), mode)
+    eye = tf.eye(2, dtype=tf.float64)
+    with pytest.raises(_run_time(mode, ParameterError), match="'S': must be symmetric"):
+        call(eye, tf.constant([[0.0, 1.0], [0.0, 0.0]], tf.float64))
+    with pytest.raises(_run_time(mode, ParameterError),
+                       match=r"'P': declared positive semidefinite.*eigenvalue -1"):
+        call(tf.linalg.diag(tf.constant([1.0, -1.0], tf.float64)), eye)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_infeasible_names_batch_indices(mode):
+    x = cp.Variable()
+    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
+    prob = cp.Problem(cp.Minimize(x), [x >= lo, x <= hi])
+    call = _caller(CvxpyLayer(prob, [lo, hi], [x]), mode)
+    lo_v = tf.constant([0.0, 2.0, 0.0, 5.0], tf.float64)
+    hi_v = tf.ones(4, tf.float64)
+    with pytest.raises(_run_time(mode, SolverError, tf.errors.UnknownError),
+                       match=r"batch elements \[1: infeasible, 3: infeasible\]") as e:
+        call(lo_v, hi_v)
+    if mode == "eager":  # our exception itself, with the rest of the batch
+        assert e.value.indices == [1, 3]
+        kept = e.value.outputs[0]
+        np.testing.assert_allclose(kept[[0, 2]], [0.0, 0.0], atol=1e-7)
+        assert np.isnan(kept[[1, 3]]).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unbounded_unbatched(mode):
+    x = cp.Variable()
+    c = cp.Parameter(name="c")
+    call = _caller(CvxpyLayer(cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x]), mode)
+    with pytest.raises(_run_time(mode, SolverError, tf.errors.UnknownError),
+                       match=r"the problem \(unbounded\)"):
+        call(tf.constant(-1.0))
+
+
+# -- where the layer cannot run -----------------------------------------------------------
+def test_xla_compilation_says_what_to_do(layer):
+    fn = tf.function(lambda A, b: layer(A, b), jit_compile=True)
+    with pytest.raises(ConvexLayersError, match=r"cannot be compiled with XLA.*jit_compile"):
+        fn(tf.ones((3, 2)), tf.ones(3))
+
+
+def test_imports_without_tensorflow():
+    script = textwrap.dedent("""
+        import sys
+        import convexlayers
+        assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+        sys.modules["tensorflow"] = None  # as if it were not installed
+        try:
+            import convexlayers.tensorflow
+        except ImportError as err:
+            assert 'pip install "convexlayers[tensorflow]"' in str(err), err
+        else:
+            raise AssertionError("no ImportError")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
