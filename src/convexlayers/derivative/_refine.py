@@ -7,8 +7,10 @@ the same J as the derivative — converges quadratically from there:
 
     (x, v) ← (x, v) − J⁻¹ N(x, v),   then y = Π_{K*}(v), s = y − v.
 
-A step is kept only where it lowers ||N||; where J is singular (a degenerate
-solution) the solver's point is kept unchanged.
+Steps are damped by backtracking on ||N|| (a semismooth Newton method: near a
+weakly active constraint the solver's point may sit on the wrong side, where the
+full step overshoots); where no step helps (a degenerate solution, J singular)
+the solver's point is kept.
 """
 
 from __future__ import annotations
@@ -45,22 +47,41 @@ def refine(
     y: np.ndarray,
     s: np.ndarray,
     linear_solver: AbstractLinearSolver | None = None,
-    steps: int = 3,
+    steps: int = 10,
+    tol: float = 1e-15,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Improve (x, y, s) by up to ``steps`` safeguarded Newton steps on N."""
+    """Improve (x, y, s) by semismooth Newton steps on N with a backtracking line search.
+
+    A full step can increase ||N|| when the solver's point sits on the wrong side of a
+    nearly active constraint (D then describes the wrong face); halving the step until
+    ||N|| decreases keeps every element's residual monotone. Elements stop once their
+    residual is below ``tol`` (relative to 1 + ||q|| + ||b||) or no step helps.
+    """
+    _, q, _, b = st.split(data)
+    scale = 1.0 + np.linalg.norm(q, axis=1) + np.linalg.norm(b, axis=1)
     v = y - s
     res = np.linalg.norm(normal_residual(st, data, x, v), axis=1)
+    active = res > tol * scale
     for _ in range(steps):
-        deriv = SolutionDerivative(st, data, x, project_dual(st.dims, v),
-                                   project_dual(st.dims, v) - v, linear_solver)
-        z = deriv.solve(-normal_residual(st, data, x, v))
-        x_new, v_new = x + z[:, : st.n], v + z[:, st.n :]
-        res_new = np.linalg.norm(normal_residual(st, data, x_new, v_new), axis=1)
-        better = np.isfinite(res_new) & (res_new < 0.5 * res)
-        if not better.any():
+        if not active.any():
             break
-        x = np.where(better[:, None], x_new, x)
-        v = np.where(better[:, None], v_new, v)
-        res = np.where(better, res_new, res)
+        idx = np.flatnonzero(active)
+        yk = project_dual(st.dims, v[idx])
+        deriv = SolutionDerivative(st, data[idx], x[idx], yk, yk - v[idx], linear_solver)
+        z = deriv.solve(-normal_residual(st, data[idx], x[idx], v[idx]))
+        improved = np.zeros(idx.size, dtype=bool)
+        for alpha in (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32):
+            todo = ~improved
+            sub = idx[todo]
+            x_new = x[sub] + alpha * z[todo, : st.n]
+            v_new = v[sub] + alpha * z[todo, st.n :]
+            r_new = np.linalg.norm(normal_residual(st, data[sub], x_new, v_new), axis=1)
+            ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
+            x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]
+            improved[np.flatnonzero(todo)[ok]] = True
+            if improved.all():
+                break
+        active[idx[~improved]] = False
+        active &= res > tol * scale
     y = project_dual(st.dims, v)
     return x, y, y - v
