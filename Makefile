@@ -26,9 +26,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# `make bench BENCH_ARGS=--quick` for the two-minute version.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m pip install --quiet --group bench
-	$(PY) benchmarks/run.py
+	# Naming the torch pin keeps pip from ever resolving another (CUDA) torch.
+	$(PY) -m pip install --quiet --group bench torch==2.13.0
+	# qpth's metadata pins numpy<2 (see pyproject.toml): install it without its deps.
+	$(PY) -m pip install --quiet --no-deps qpth==0.0.18
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
