@@ -15,6 +15,7 @@ laid out as ``[P values | q | A values | b]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,9 +24,13 @@ from convexlayers.cones import ConeDims
 from convexlayers.solvers._base import ConeProgram
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SparsePattern:
-    """A fixed CSC sparsity pattern; values come per batch element."""
+    """A fixed CSC sparsity pattern; values come per batch element.
+
+    The scatter matrices are built once and cached: batched products with the
+    pattern are then one sparse-dense product each.
+    """
 
     shape: tuple[int, int]
     indices: np.ndarray
@@ -39,9 +44,23 @@ class SparsePattern:
     def rows(self) -> np.ndarray:
         return self.indices
 
-    @property
+    @cached_property
     def cols(self) -> np.ndarray:
         return np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+
+    @cached_property
+    def row_scatter(self) -> sp.csr_array:
+        """(rows, nnz): sums entry k into row ``rows[k]``."""
+        return _scatter(self.rows, self.shape[0])
+
+    @cached_property
+    def col_scatter(self) -> sp.csr_array:
+        """(cols, nnz): sums entry k into column ``cols[k]``."""
+        return _scatter(self.cols, self.shape[1])
+
+    @cached_property
+    def off_diagonal(self) -> np.ndarray:
+        return self.rows != self.cols
 
     def matrix(self, values: np.ndarray) -> sp.csc_array:
         return sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
@@ -52,6 +71,12 @@ class SparsePattern:
         indptr = np.zeros(shape[1] + 1, dtype=np.int64)
         np.add.at(indptr, cols + 1, 1)
         return SparsePattern(shape, rows.astype(np.int64), np.cumsum(indptr))
+
+
+def _scatter(index: np.ndarray, size: int) -> sp.csr_array:
+    return sp.csr_array(
+        (np.ones(index.size), (index, np.arange(index.size))), shape=(size, index.size)
+    )
 
 
 def _compress(tensor: sp.sparray, keep: np.ndarray | None = None):

@@ -24,7 +24,13 @@ import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian, dual_projection_jacobian
 from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, SolveReport
-from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
+from convexlayers.derivative._structure import (
+    Structure,
+    a_matvec,
+    a_rmatvec,
+    block_layout,
+    p_matvec,
+)
 
 
 class SolutionDerivative:
@@ -61,19 +67,30 @@ class SolutionDerivative:
     def batch(self) -> int:
         return self.x.shape[0]
 
+    def _nnz(self) -> int:
+        """Estimated nonzeros of J: P twice, A, D, and D A (blocks of D mix A's rows)."""
+        st, dims = self.structure, self.structure.dims
+        per_row = np.bincount(st.A.rows, minlength=st.m)
+        cum = np.concatenate([[0], np.cumsum(per_row)])
+        starts, sizes = block_layout(dims)
+        mixed = int((sizes * (cum[starts + sizes] - cum[starts])).sum())
+        diag_rows = dims.zero + dims.nonneg
+        nnz_p = 0 if st.P is None else 2 * st.P.rows.size
+        return nnz_p + st.A.rows.size + int(cum[diag_rows]) + mixed + int((sizes**2).sum()) + st.m
+
     def _assemble(self):
         st, N = self.structure, self.structure.n + self.structure.m
-        if self.linear_solver.wants_dense(N):
+        if self.linear_solver.wants_dense(N, self._nnz()):
             J = np.zeros((self.batch, N, N))
             A = np.zeros((self.batch, st.m, st.n))
             A[:, st.A.rows, st.A.cols] = self._a_vals
             if st.P is not None:
                 J[:, st.P.rows, st.P.cols] = self._p_vals
                 J[:, st.P.cols, st.P.rows] = self._p_vals
-            D = self._D.dense()
-            J[:, : st.n, st.n :] = np.swapaxes(D @ A, 1, 2)
+            J[:, : st.n, st.n :] = np.swapaxes(self._D.matvec(A), 1, 2)  # (D A)ᵀ = Aᵀ D
             J[:, st.n :, : st.n] = A
-            J[:, st.n :, st.n :] = D - np.eye(st.m)
+            J[:, st.n :, st.n :] = self._D.dense()
+            J[:, np.arange(st.n, N), np.arange(st.n, N)] -= 1.0
             return J
         blocks = []
         for b in range(self.batch):

@@ -61,8 +61,8 @@ class AbstractLinearSolver(abc.ABC):
     """Solves a batch of systems J_b z_b = r_b given J as dense or sparse matrices."""
 
     @abc.abstractmethod
-    def wants_dense(self, size: int) -> bool:
-        """Whether J of N = ``size`` unknowns should be assembled as a dense array."""
+    def wants_dense(self, size: int, nnz: int) -> bool:
+        """Whether J (N = ``size`` unknowns, about ``nnz`` nonzeros) should be dense."""
 
     @abc.abstractmethod
     def solve(
@@ -78,7 +78,7 @@ class DenseLU(AbstractLinearSolver):
     batched-``getrf`` hang of some torch CPU builds.
     """
 
-    def wants_dense(self, size):
+    def wants_dense(self, size, nnz):
         return True
 
     def solve(self, J, rhs, transpose):
@@ -114,7 +114,7 @@ def _batched_lu(J: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 class SparseLU(AbstractLinearSolver):
     """SuperLU per batch element, LSMR where the factorization fails."""
 
-    def wants_dense(self, size):
+    def wants_dense(self, size, nnz):
         return False
 
     def solve(self, J, rhs, transpose):
@@ -144,16 +144,28 @@ class SparseLU(AbstractLinearSolver):
 
 @dataclass(frozen=True)
 class AutoLinearSolver(AbstractLinearSolver):
-    """Dense LU for systems up to ``dense_max`` unknowns, sparse LU above.
+    """Dense LU for small or dense systems, sparse LU otherwise.
+
+    Dense batched LU has almost no per-element overhead, so it wins for small
+    systems whatever their sparsity; above ``small`` unknowns it is used only if
+    J has at least ``density`` of its entries nonzero (measured: an exponential-cone
+    problem with 400 unknowns at 0.6% density is 7x faster with sparse LU, a ridge
+    regression at 16% density 1.7x faster dense), and never above ``dense_max``.
 
     Attributes:
-        dense_max: largest N = n + m solved densely.
+        small: systems up to this size are always solved densely.
+        density: nonzero fraction above which larger systems are solved densely.
+        dense_max: largest system ever solved densely.
     """
 
-    dense_max: int = 600
+    small: int = 100
+    density: float = 0.05
+    dense_max: int = 2000
 
-    def wants_dense(self, size):
-        return size <= self.dense_max
+    def wants_dense(self, size, nnz):
+        if size <= self.small:
+            return True
+        return size <= self.dense_max and nnz >= self.density * size * size
 
     def solve(self, J, rhs, transpose):
         solver = DenseLU() if isinstance(J, np.ndarray) else SparseLU()

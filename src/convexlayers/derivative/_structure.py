@@ -12,10 +12,12 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from convexlayers.cones import ConeDims
+from convexlayers.cones import ConeDims, svec_size
 
 
 class Pattern(Protocol):
+    """A fixed sparsity pattern (``compile.SparsePattern`` is one)."""
+
     shape: tuple[int, int]
 
     @property
@@ -23,6 +25,15 @@ class Pattern(Protocol):
 
     @property
     def cols(self) -> np.ndarray: ...
+
+    @property
+    def row_scatter(self) -> sp.csr_array: ...
+
+    @property
+    def col_scatter(self) -> sp.csr_array: ...
+
+    @property
+    def off_diagonal(self) -> np.ndarray: ...
 
     def matrix(self, values: np.ndarray) -> sp.csc_array: ...
 
@@ -39,29 +50,34 @@ class Structure(Protocol):
     def split(self, data: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
-def scatter(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
-    """out[:, index[k]] += values[:, k] for a batch: (B, K) -> (B, size)."""
-    S = sp.csr_array(
-        (np.ones(index.size), (index, np.arange(index.size))), shape=(size, index.size)
-    )
+def _apply(S: sp.csr_array, values: np.ndarray) -> np.ndarray:
+    """(B, K) pattern entries summed through a (size, K) scatter matrix: (B, size)."""
     return (S @ values.T).T
 
 
 def a_matvec(st: Structure, a_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
     """A x for a batch."""
-    return scatter(a_vals * x[:, st.A.cols], st.A.rows, st.m)
+    return _apply(st.A.row_scatter, a_vals * x[:, st.A.cols])
 
 
 def a_rmatvec(st: Structure, a_vals: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Aᵀ y for a batch."""
-    return scatter(a_vals * y[:, st.A.rows], st.A.cols, st.n)
+    return _apply(st.A.col_scatter, a_vals * y[:, st.A.rows])
 
 
 def p_matvec(st: Structure, p_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
     """P x for a batch, P symmetric and stored as its upper triangle (zero if no P)."""
     if st.P is None:
         return np.zeros_like(x)
-    r, c = st.P.rows, st.P.cols
-    off = r != c
-    return scatter(p_vals * x[:, c], r, st.n) + scatter(p_vals[:, off] * x[:, r[off]],
-                                                        c[off], st.n)
+    P = st.P
+    mirrored = np.where(P.off_diagonal, p_vals, 0.0) * x[:, P.rows]
+    return _apply(P.row_scatter, p_vals * x[:, P.cols]) + _apply(P.col_scatter, mirrored)
+
+
+def block_layout(dims: ConeDims) -> tuple[np.ndarray, np.ndarray]:
+    """Start row and size of every dense block of D (SOC, PSD, exp and power cones)."""
+    sizes = np.array(
+        [*dims.soc, *(svec_size(k) for k in dims.psd), *([3] * (dims.exp + len(dims.power)))],
+        dtype=np.int64,
+    )
+    return dims.zero + dims.nonneg + np.cumsum(sizes) - sizes, sizes
