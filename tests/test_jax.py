@@ -15,7 +15,7 @@ import pytest
 from jax.test_util import check_grads
 
 from convexlayers.jax import CvxpyLayer
-from zoo import CASES
+from zoo import CASES, REFERENCE_ATOL
 
 jax.config.update("jax_enable_x64", True)
 
@@ -82,7 +82,7 @@ def test_forward_matches_cvxpy(name):
     for var, out in zip(case.variables, outs, strict=True):
         ref = np.reshape(var.value, out.shape)
         assert out.dtype == jnp.float64
-        np.testing.assert_allclose(out, ref, atol=1e-5 * (1 + np.abs(ref).max()))
+        np.testing.assert_allclose(out, ref, atol=REFERENCE_ATOL * (1 + np.abs(ref).max()))
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 from convexlayers import SolverStatus  # noqa: E402
 from convexlayers.tensorflow import CvxpyLayer  # noqa: E402
 from fd import central_difference, directional, directions, weights  # noqa: E402
-from zoo import CASES  # noqa: E402
+from zoo import CASES, REFERENCE_ATOL  # noqa: E402
 
 
 def _make(case, **kwargs):
@@ -100,7 +100,7 @@ def test_zoo_forward_matches_cvxpy(name):
     case.problem.solve(gp=case.gp)
     for var, out in zip(case.variables, outs, strict=True):
         ref = np.reshape(var.value, out.shape)
-        np.testing.assert_allclose(out, ref, atol=1e-5 * (1 + np.abs(ref).max()))
+        np.testing.assert_allclose(out, ref, atol=REFERENCE_ATOL * (1 + np.abs(ref).max()))
 
 
 # Two ways to a forward accurate enough for finite differences: Newton refinement of an

@@ -60,6 +60,11 @@ class Solution:
     solver: str
 
 
+# Relative KKT residual above which refine="auto" polishes a solution, and above which
+# a solve the solver itself calls inaccurate is reported as such.
+REFINE_ABOVE = 1e-9
+
+
 class SolutionMap:
     """A CVXPY problem as a batched, differentiable map from parameters to outputs.
 
@@ -72,10 +77,13 @@ class SolutionMap:
         solver: backend name (default Clarabel).
         solver_args: default settings for the backend, overridable per call.
         linear_solver: strategy for the derivative's linear systems.
-        refine: polish each solution by Newton steps on the KKT normal map (see
-            :func:`convexlayers.derivative.refine`): outputs and gradients accurate to
-            near machine precision at nondegenerate solutions, for a few extra solves
-            of the derivative's linear system.
+        refine: polish solutions by damped Newton steps on the KKT normal map (see
+            :func:`convexlayers.derivative.refine`), which makes outputs and gradients
+            accurate to near machine precision wherever the solution is unique, for a few
+            solves of the derivative's linear system. ``"auto"`` (default): only the
+            elements whose relative KKT residual exceeds ``REFINE_ABOVE`` (1e-9), i.e.
+            inaccurate solves, often near weakly active constraints, where a gradient at
+            the solver's point can be off by O(1). ``True``: every element. ``False``: never.
     """
 
     def __init__(
@@ -88,8 +96,12 @@ class SolutionMap:
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool = False,
+        refine: bool | str = "auto",
     ) -> None:
+        if refine not in (True, False, "auto"):
+            raise SolverArgumentError(
+                f"refine: expected True, False or 'auto', received {refine!r}."
+            )
         self._problem = problem
         self.refine = refine
         self._parameters = parameters
@@ -175,10 +187,8 @@ class SolutionMap:
             x[b], y[b], s[b] = results[b].x, results[b].y, results[b].s
         residual = np.full(batch.size, np.nan)
         if ok.any():
-            if self.refine:
-                x[ok], y[ok], s[ok] = refine(prog.data, data[ok], x[ok], y[ok], s[ok],
-                                             self.linear_solver)
             residual[ok] = kkt_residual(prog.data, data[ok], x[ok], y[ok], s[ok])
+            self._refine(prog, data, x, y, s, residual)
         self.info = SolveInfo(
             solver=backend.name,
             status=tuple(r.status for r in results),
@@ -189,6 +199,18 @@ class SolutionMap:
         outputs = split_outputs(prog.outputs, prog.outputs_from(x, y), batch)
         self._report(self.info, batch.batched, outputs)
         return Solution(outputs, x, y, s, backend.name)
+
+    def _refine(self, prog, data, x, y, s, residual) -> None:
+        """Polish, in place, the elements that ``self.refine`` selects."""
+        if self.refine is False:
+            return
+        threshold = 0.0 if self.refine is True else REFINE_ABOVE
+        todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
+        if todo.size:
+            x[todo], y[todo], s[todo] = refine(
+                prog.data, data[todo], x[todo], y[todo], s[todo], self.linear_solver
+            )
+            residual[todo] = kkt_residual(prog.data, data[todo], x[todo], y[todo], s[todo])
 
     def _report(self, info: SolveInfo, batched: bool, outputs: list[np.ndarray]) -> None:
         failed = [b for b, st in enumerate(info.status) if not st.has_solution]
@@ -207,7 +229,10 @@ class SolutionMap:
                 statuses,
                 outputs,
             )
-        inexact = [b for b, st in enumerate(info.status) if st is SolverStatus.OPTIMAL_INACCURATE]
+        inexact = [
+            b for b, st in enumerate(info.status)
+            if st is SolverStatus.OPTIMAL_INACCURATE and not info.residual[b] <= REFINE_ABOVE
+        ]
         if inexact:
             where = f"batch elements {inexact}" if batched else "the problem"
             warnings.warn(

@@ -40,8 +40,10 @@ class CvxpyLayer(keras.layers.Layer):
         solver_args: default solver settings; a call's ``solver_args`` override them.
         linear_solver: strategy for the derivative's linear systems (default: dense LU
             for small systems, sparse LU for large ones).
-        refine: polish each solution with Newton steps on the KKT conditions, for outputs
-            and gradients accurate to near machine precision (a few extra linear solves).
+        refine: polish solutions with damped Newton steps on the KKT conditions, for
+            outputs and gradients accurate to near machine precision (a few extra linear
+            solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
+            True: every solve; False: never.
         name: the Keras layer name.
 
     Example:
@@ -63,7 +65,7 @@ class CvxpyLayer(keras.layers.Layer):
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool = False,
+        refine: bool | str = "auto",
         *,
         name: str | None = None,
     ) -> None:
