@@ -239,3 +239,18 @@ def test_torch_compile_fullgraph_matches_eager():
     torch.testing.assert_close(out.detach(), eager.detach(), atol=1e-12, rtol=0)
     for g, p in zip(g_eager, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-10, rtol=0)
+
+
+def test_batch_solved_on_threads_equals_serial(monkeypatch):
+    prob, P, q, x, _ = _qp()
+    layer = CvxpyLayer(prob, [P, q], [x])
+    rng = np.random.default_rng(5)
+    args = (_psd(rng, 6), torch.tensor(rng.standard_normal((6, 3))))
+    monkeypatch.setenv("CONVEXLAYERS_NUM_THREADS", "1")
+    (serial,) = layer(*args)
+    monkeypatch.setenv("CONVEXLAYERS_NUM_THREADS", "3")
+    (threaded,) = layer(*args)
+    torch.testing.assert_close(threaded, serial, atol=0, rtol=0)
+    monkeypatch.setenv("CONVEXLAYERS_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="CONVEXLAYERS_NUM_THREADS='many'"):
+        layer(*args)
