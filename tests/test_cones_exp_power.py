@@ -473,3 +473,52 @@ def test_non_finite_rows_give_nan():
         assert np.all(np.isnan(p[[0, 2]])) and np.all(np.isfinite(p[1]))
     for jac in (exp_projection_jacobian(v), power_projection_jacobian(v, 0.4)):
         assert np.all(np.isnan(jac[[0, 2]])) and np.all(np.isfinite(jac[1]))
+
+
+# ------------------------------------------------ root-finder safeguards
+
+
+def _cubic(t, coef):
+    """f(t) = t³ - c (increasing), with a useless (NaN) or a wild proposal."""
+    (c, wild) = coef
+    f = t**3 - c
+    cand = np.where(wild > 0, t - 50.0 * np.sign(f), np.nan)
+    return f, cand, 1e-15 * (np.abs(c) + 1.0)
+
+
+def test_root_finder_survives_useless_proposals():
+    """NaN or overshooting proposals: the bracketed bisection fallback still converges."""
+    from convexlayers.cones._common import safeguarded_newton
+
+    c = np.array([2.0, -5.0, 0.3, 2.0, -5.0, 0.3])
+    wild = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    lo, hi = np.full(6, -10.0), np.full(6, 10.0)
+    root = safeguarded_newton(_cubic, (c, wild), lo, hi, np.zeros(6))
+    np.testing.assert_allclose(root, np.cbrt(c), rtol=1e-14)
+    # A degenerate bracket returns the starting point without evaluating anything useful.
+    same = safeguarded_newton(_cubic, (c[:1], wild[:1]), np.ones(1), np.ones(1), np.ones(1))
+    np.testing.assert_array_equal(same, [1.0])
+
+
+def test_results_do_not_depend_on_the_batch():
+    """Rows are solved independently: converged entries are frozen, not moved by others."""
+    rng = np.random.default_rng(140)
+    v = rng.standard_normal((60, 3)) * 10.0 ** rng.uniform(-8, 8, (60, 3))
+    a = rng.uniform(0.05, 0.95, 60)
+    scale = np.abs(v).max(axis=1, keepdims=True)
+    for project, jacobian, args in [
+        (project_exp, exp_projection_jacobian, lambda i: ()),
+        (project_power, power_projection_jacobian, lambda i: (a if i is None else a[i],)),
+    ]:
+        rows = np.vstack([project(v[i : i + 1], *args(i)) for i in range(60)])
+        np.testing.assert_allclose(project(v, *args(None)) / scale, rows / scale, atol=1e-15)
+        jacs = np.concatenate([jacobian(v[i : i + 1], *args(i)) for i in range(60)])
+        np.testing.assert_allclose(jacobian(v, *args(None)), jacs, rtol=0, atol=1e-14)
+
+
+def test_power_jacobian_when_the_projected_z_underflows():
+    """z0 tiny next to x0 > 0 > y0: DΠ tends to diag(1, 0, 0) for a < 1/2 (see z = 0)."""
+    v = np.array([[1.38263499e200, -9.87296770e186, -2.25883926e-108]])
+    jac = power_projection_jacobian(v, 0.4153748076019108)
+    assert_valid_jacobian(jac)
+    np.testing.assert_allclose(jac[0], np.diag([1.0, 0.0, 0.0]), atol=1e-12)

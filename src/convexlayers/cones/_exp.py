@@ -18,9 +18,19 @@ conditions ``v0 = p + μ ∇f(p)`` with ``f = y e^{x/y} - z``,
     y(ρ) = ((ρ - 1) x0 + y0) / (ρ² - ρ + 1),   m(ρ) = (x0 - ρ y0) / (ρ² - ρ + 1),
 
 and ρ is the unique root of ``h(ρ) = y(ρ) e^ρ - m(ρ) e^{-ρ} - z0`` on the interval
-where y(ρ) > 0 and m(ρ) > 0. We bisect on the sign of h scaled by ``e^{-|ρ|}``
-(no overflow), with an asinh-space midpoint while the bracket spans orders of
-magnitude. The boundary point is then formed as ``y (ρ, 1, e^ρ)`` for ρ <= 0
+(lo, hi) where y(ρ) > 0 and m(ρ) > 0. Writing ``ã = den·y`` and ``b̃ = den·m``
+(den = ρ² - ρ + 1), h has the sign of ``φ(ρ) = log A - log B`` with
+``A = ã e^ρ + den max(-z0, 0)`` and ``B = b̃ e^{-ρ} + den max(z0, 0)``; φ is
+evaluated in log space (no overflow), with ``ã = x0 (ρ - lo)`` and
+``b̃ = y0 (hi - ρ)`` at finite ends (no cancellation next to them). φ is nearly
+linear far from the ends and logarithmic next to them, so the root-find
+(:func:`convexlayers.cones._common.safeguarded_newton`) takes Newton steps in the
+log of the distance to the end it moves towards
+(:func:`convexlayers.cones._common.log_model_step`). It starts at 0, or next to
+the nearer end of an interval not containing 0, and typically takes five to
+seven steps; in the scaled variables the root also lies in [-800, 800] unless
+an end lies beyond, which bounds the bracket of its bisection fallback.
+The boundary point is then formed as ``y (ρ, 1, e^ρ)`` for ρ <= 0
 and as ``w (ρ e^{-ρ}, e^{-ρ}, 1)`` with ``w = z0 + m e^{-ρ}`` for ρ > 0: each
 form is well conditioned in ρ on its side, while ``y e^ρ`` for large ρ would
 amplify the rounding error of y by e^ρ. As a last safeguard the candidate is
@@ -46,20 +56,26 @@ from typing import NamedTuple
 import numpy as np
 
 from convexlayers.cones._common import (
-    EPS,
+    NOISE_TOL,
+    PLUS_MINUS,
     as_cone_stack,
     boundary_jacobian,
+    log_model_step,
     log_share,
     pick_candidate,
     row_scale,
-    safe_log,
+    safeguarded_newton,
 )
 
 # Region codes of the projection.
 _INSIDE, _POLAR, _FACE, _ROOT, _ROOT_ZERO, _ROOT_FACE = range(6)
+_ROOT_CODES = np.array([_ROOT, _ROOT_ZERO, _ROOT_FACE])
 _RHO_MAX = 1e100  # |ρ| beyond this changes p by less than 1e-100 relative
-_MAX_EXPAND = 64
-_MAX_BISECT = 300
+_RHO_CAP = 800.0  # in scaled variables φ(-800) < 0 < φ(800) unless an end is beyond
+_DIST_MAX = 1e200  # effective distance to an open end of the interval
+_FACE_LO = np.array([-np.inf, 0.0, 0.0])  # (min(x0, 0), 0, max(z0, 0)) by clipping
+_FACE_HI = np.array([0.0, 0.0, np.inf])
+_G_SIGN = np.array([[1.0], [1.0], [-1.0]])
 
 
 class _ExpState(NamedTuple):
@@ -69,132 +85,137 @@ class _ExpState(NamedTuple):
     log_gamma: np.ndarray  # (N,) log of the eigenvalue y / (y + m ||a||²) of M⁻¹ along a
 
 
-def _exp_y_m(rho: np.ndarray, x: np.ndarray, y: np.ndarray):
-    """y(ρ), m(ρ) and e^{-|ρ|} for the boundary parametrization."""
-    den = rho * rho - rho + 1.0
-    yy = ((rho - 1.0) * x + y) / den
-    mm = (x - rho * y) / den
-    t = np.exp(-np.abs(rho))
-    return yy, mm, t
+def _exp_setup(x, y, z) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients of φ (see :func:`_exp_newton`), bracket and starting point.
 
-
-def _exp_residual_sign(rho, x, y, z) -> np.ndarray:
-    """h(ρ) times e^{-|ρ|} (positive factor), computed without overflow."""
-    yy, mm, t = _exp_y_m(rho, x, y)
-    # ρ >= 0: h e^{-ρ} = y - m e^{-2ρ} - z e^{-ρ};  ρ < 0: h e^{ρ} = y e^{2ρ} - m - z e^{ρ}.
-    return np.where(rho >= 0, yy - mm * t * t - z * t, yy * t * t - mm - z * t)
-
-
-def _clip_rho(r: np.ndarray) -> np.ndarray:
-    return np.clip(r, -_RHO_MAX, _RHO_MAX)
-
-
-def _exp_bracket(x, y, z) -> tuple[np.ndarray, np.ndarray]:
-    """Bracket [lo, hi] of the root with h(lo) <= 0 <= h(hi).
-
-    Finite ends come from y(ρ) > 0 (ρ > 1 - y0/x0 when x0 > 0) and m(ρ) > 0
-    (ρ < x0/y0 when y0 > 0); a missing end is found by doubling the distance to
-    the other end: h -> +inf as ρ -> +inf and h < 0 for ρ -> -inf.
+    The ends of the interval are lo = 1 - y0/x0 (x0 > 0) and hi = x0/y0 (y0 > 0),
+    clipped to ±_RHO_MAX; a missing end is -/+_RHO_MAX. At an unclipped finite
+    end, ã or b̃ is formed as a multiple of the distance to it; otherwise as
+    ``(ρ - 1) x0 + y0`` or ``x0 - ρ y0``, which then do not cancel.
     """
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        lo = np.where(x > 0, _clip_rho(1.0 - y / np.where(x > 0, x, 1.0)), -np.inf)
-        hi = np.where(y > 0, _clip_rho(x / np.where(y > 0, y, 1.0)), np.inf)
-    open_hi = ~np.isfinite(hi)
-    open_lo = ~np.isfinite(lo)
-    anchor = np.where(open_hi, lo, hi)
-    anchor = np.where(open_hi & open_lo, 0.0, anchor)
-    step = np.maximum(1.0, 4.0 * EPS * np.abs(anchor))
-    for _ in range(_MAX_EXPAND):
-        cand_hi = _clip_rho(anchor + step)
-        cand_lo = _clip_rho(anchor - step)
-        ok_hi = ~open_hi | (_exp_residual_sign(cand_hi, x, y, z) > 0)
-        ok_lo = ~open_lo | (_exp_residual_sign(cand_lo, x, y, z) < 0)
-        hi = np.where(open_hi, cand_hi, hi)
-        lo = np.where(open_lo, cand_lo, lo)
-        if np.all(ok_hi & ok_lo):
-            break
-        step = np.where(ok_hi & ok_lo, step, 2.0 * step)
-    return lo, hi
+        lo = np.where(x > 0, 1.0 - y / x, -np.inf)
+        hi = np.where(y > 0, x / y, np.inf)
+        log_zn, log_zp = np.log(np.maximum(-z, 0.0)), np.log(np.maximum(z, 0.0))
+    fin_lo, fin_hi = np.abs(lo) <= _RHO_MAX, np.abs(hi) <= _RHO_MAX
+    lo = np.minimum(np.maximum(lo, -_RHO_MAX), _RHO_MAX)
+    hi = np.minimum(np.maximum(hi, -_RHO_MAX), _RHO_MAX)
+    rows = np.array(
+        [
+            *(x, y),  # ã = x0 (ρ - ra) + ca,  b̃ = y0 (rb - ρ) + cb
+            *(np.where(fin_lo, -lo, -1.0), np.where(fin_hi, hi, 0.0)),
+            *(np.where(fin_lo, 0.0, y), np.where(fin_hi, 0.0, x)),
+            *(log_zn, log_zp, -lo, hi),
+            np.nextafter(lo, hi),  # strictly inside (lo, hi) when lo < hi
+            np.nextafter(hi, lo),
+        ]
+    )
+    coef = (rows[0:2], rows[2:4], rows[4:6], rows[6:8], rows[8:10], rows[10], rows[11])
+    lo_cap = np.maximum(lo, np.minimum(hi - 1.0, -_RHO_CAP))
+    hi_cap = np.minimum(hi, np.maximum(lo + 1.0, _RHO_CAP))
+    half = 0.5 * np.minimum(hi_cap - lo_cap, 1.0)
+    start = np.minimum(np.maximum(0.0, lo_cap + half), hi_cap - half)
+    return coef, lo_cap, hi_cap, start
 
 
-def _midpoint(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Arithmetic midpoint, or the midpoint in asinh space for wide brackets."""
-    wide = (hi - lo) > 2.0 + np.minimum(np.abs(lo), np.abs(hi))
-    geo = np.sinh(0.5 * (np.arcsinh(lo) + np.arcsinh(hi)))
-    mid = np.where(wide, geo, lo + 0.5 * (hi - lo))
-    return np.clip(mid, lo, hi)
+def _exp_newton(rho: np.ndarray, coef: tuple):
+    """φ(ρ), the next iterate and the rounding error of φ, for the root-find.
+
+    With the shares ``wA = ã e^ρ / A`` and ``wB = b̃ e^{-ρ} / B``,
+    ``φ' = wA (1 + x0/ã) + wB (1 + y0/b̃) + (wB - wA)(2ρ - 1)/den``. The step
+    towards lo (φ > 0) treats lo - (ρ - lo)(1/wA - 1) as the end, where A,
+    continued linearly in ã, would vanish; likewise towards hi.
+    """
+    xy, ref, c0, log_z, ends, in_lo, in_hi = coef
+    rho2 = PLUS_MINUS * rho  # (ρ, -ρ)
+    ab = xy * (rho2 + ref) + c0
+    rm1 = rho - 1.0
+    den = rho * rm1 + 1.0
+    u = np.log(ab) + rho2  # log(ã e^ρ), log(b̃ e^{-ρ})
+    big = np.logaddexp(u, np.log(den) + log_z)  # log A, log B
+    log_a, log_b = big
+    f = log_a - log_b
+    w = np.exp(u - big)
+    g_a, g_b = w * (xy / ab + 1.0)
+    slope = g_a + g_b + (w[1] - w[0]) * ((rho + rm1) / den)
+    left = f > 0
+    dist = (rho2 + ends) / w
+    dist = np.fmin(np.where(left, dist[0], dist[1]), _DIST_MAX)
+    step = dist * np.expm1(log_model_step(np.abs(f), slope * dist, 1.0, refine=False))
+    cand = np.minimum(np.maximum(rho + np.where(left, step, -step), in_lo), in_hi)
+    return f, cand, (np.abs(log_a) + 0.5) * (2.0 * NOISE_TOL)  # log A ≈ log B near the root
 
 
 def _exp_root(x, y, z) -> np.ndarray:
-    """The root ρ of h on its bracket, to about one ulp (vectorized bisection)."""
-    lo, hi = _exp_bracket(x, y, z)
-    for _ in range(_MAX_BISECT):
-        if np.all(hi - lo <= 2.0 * EPS * (1.0 + np.abs(lo) + np.abs(hi))):
-            break
-        mid = _midpoint(lo, hi)
-        pos = _exp_residual_sign(mid, x, y, z) > 0
-        hi = np.where(pos, mid, hi)
-        lo = np.where(pos, lo, mid)
-    return _midpoint(lo, hi)
+    """The root ρ of h on its interval, to a few ulps."""
+    coef, lo, hi, start = _exp_setup(x, y, z)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return safeguarded_newton(_exp_newton, coef, lo, hi, start)
 
 
 def _exp_boundary_point(rho, x, y, z) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary point p(ρ) in the well-conditioned form, and m(ρ)."""
-    yy, mm, t = _exp_y_m(rho, x, y)
-    ypos = np.maximum(yy, 0.0)
-    w = np.maximum(z + mm * t, 0.0)  # z_p = z0 + μ, with μ = m e^{-ρ}
+    """Boundary point p(ρ) in the well-conditioned form, and m(ρ).
+
+    ρ <= 0: p = y_p (ρ, 1, e^ρ);  ρ > 0: p = z_p (ρ e^{-ρ}, e^{-ρ}, 1) with
+    z_p = z0 + m e^{-ρ}.
+    """
+    den = rho * rho - rho + 1.0
+    y_p = np.maximum(((rho - 1.0) * x + y) / den, 0.0)
+    m = (x - rho * y) / den
+    t = np.exp(-np.abs(rho))
+    z_p = np.maximum(z + m * t, 0.0)
     neg = rho <= 0
-    p = np.where(
-        neg[:, None],
-        ypos[:, None] * np.stack([rho, np.ones_like(rho), t], axis=1),
-        w[:, None] * np.stack([rho * t, t, np.ones_like(rho)], axis=1),
-    )
-    return p, np.maximum(mm, 0.0)
+    p_y = np.where(neg, y_p, z_p * t)
+    return np.array([p_y * rho, p_y, np.where(neg, y_p * t, z_p)]).T, m
 
 
-def _classify(x, y, z) -> np.ndarray:
+def _exp_log_gamma(rho: np.ndarray, p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """log γ = log(y_p / (y_p + m (1 + ρ²))) at the boundary point p(ρ).
+
+    For ρ > 0, y_p = z_p e^{-ρ} may underflow while its log does not.
+    """
+    with np.errstate(divide="ignore"):
+        log_yp = np.where(rho <= 0, np.log(p[:, 1]), np.log(p[:, 2]) - rho)
+        return log_share(log_yp, np.log(np.maximum(m, 0.0)) + np.log1p(rho * rho))
+
+
+def _classify(u: np.ndarray) -> np.ndarray:
     """Region codes _INSIDE, _POLAR, _FACE or _ROOT of scaled, finite points.
 
     The exponentials are compared in log form, which cannot overflow:
     ``y e^{x/y} <= z  <=>  x <= y (log z - log y)`` for y, z > 0 (K), and
     ``x e^{y/x} <= -e z  <=>  y <= x (1 + log(-z) - log x)`` for x > 0 > z (-K*).
     """
-    inside = (y > 0) & (z > 0)
-    inside &= x <= y * (safe_log(np.where(inside, z, 1.0)) - safe_log(np.where(inside, y, 1.0)))
-    polar = (x > 0) & (z < 0)
-    polar &= y <= x * (1.0 + safe_log(np.where(polar, -z, 1.0)) - safe_log(np.where(polar, x, 1.0)))
-    region = np.full(x.shape, _ROOT)
-    region[(x <= 0) & (y <= 0)] = _FACE
-    region[polar] = _POLAR
-    region[inside] = _INSIDE
-    return region
+    x, y, z = u.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_x, log_y, log_z = np.log(np.abs(u)).T
+        inside = (y > 0) & (z > 0) & (x <= y * (log_z - log_y))
+        polar = (x > 0) & (z < 0) & (y <= x * (1.0 + log_z - log_x))
+    rest = np.where((x <= 0) & (y <= 0), _FACE, _ROOT)
+    return np.where(inside, _INSIDE, np.where(polar, _POLAR, rest))
 
 
-def _exp_solve(v: np.ndarray) -> tuple[np.ndarray, _ExpState]:
-    """Project rows of v onto K_exp; also return what the Jacobian needs."""
-    scale, u, bad = row_scale(v)
-    x, y, z = u[:, 0], u[:, 1], u[:, 2]
-    region = _classify(x, y, z)
-    region[bad | np.all(u == 0, axis=1)] = _POLAR
-    proj = np.zeros_like(u)
-    proj[region == _INSIDE] = u[region == _INSIDE]
-    face_pt = np.stack([np.minimum(x, 0.0), np.zeros_like(x), np.maximum(z, 0.0)], axis=1)
-    proj[region == _FACE] = face_pt[region == _FACE]
-    rho = np.zeros_like(x)
-    log_gamma = np.zeros_like(x)
+def _exp_solve(v: np.ndarray, jacobian: bool) -> tuple[np.ndarray, _ExpState]:
+    """Project rows of v onto K_exp; also return what the Jacobian needs (if asked)."""
+    scale, u, bad, zero = row_scale(v)
+    region = _classify(u)
+    region[bad | zero] = _POLAR
+    face_pt = np.minimum(np.maximum(u, _FACE_LO), _FACE_HI)
+    code = region[:, None]
+    proj = np.where(code == _INSIDE, u, np.where(code == _FACE, face_pt, 0.0))
+    rho = np.zeros(u.shape[0])
+    log_gamma = np.zeros(u.shape[0])
     idx = np.flatnonzero(region == _ROOT)
     if idx.size:
-        xr, yr, zr = x[idx], y[idx], z[idx]
+        ur = u[idx]
+        xr, yr, zr = ur.T
         r = _exp_root(xr, yr, zr)
-        p, mm = _exp_boundary_point(r, xr, yr, zr)
-        # log y_p: for ρ > 0, y_p = z_p e^{-ρ} may underflow while its log does not.
-        log_yp = np.where(r > 0, safe_log(p[:, 2]) - np.maximum(r, 0.0), safe_log(p[:, 1]))
-        log_gamma[idx] = log_share(log_yp, safe_log(mm) + np.log1p(r * r))
-        rho[idx] = r
-        cands = np.stack([p, np.zeros_like(p), face_pt[idx]], axis=0)
-        best = pick_candidate(cands, u[idx])
-        proj[idx] = cands[best, np.arange(idx.size)]
-        region[idx] = np.array([_ROOT, _ROOT_ZERO, _ROOT_FACE])[best]
+        p, m = _exp_boundary_point(r, xr, yr, zr)
+        choice, proj[idx] = pick_candidate(p, face_pt[idx], ur)
+        region[idx] = _ROOT_CODES[choice]
+        if jacobian:
+            rho[idx] = r
+            log_gamma[idx] = _exp_log_gamma(r, p, m)
     proj[bad] = np.nan
     return proj * scale[:, None], _ExpState(proj, region, rho, log_gamma)
 
@@ -214,7 +235,7 @@ def project_exp(v: np.ndarray) -> np.ndarray:
         [[-1.0, 0.0, 3.0]]
     """
     v = as_cone_stack(v, 3, "v")
-    return _exp_solve(v)[0]
+    return _exp_solve(v, jacobian=False)[0]
 
 
 def _exp_root_jacobian(rho: np.ndarray, log_gamma: np.ndarray) -> np.ndarray:
@@ -224,13 +245,10 @@ def _exp_root_jacobian(rho: np.ndarray, log_gamma: np.ndarray) -> np.ndarray:
     along â = (1, -ρ)/s, â⊥ = (ρ, 1)/s and e_z, s = sqrt(1 + ρ²).
     """
     s = np.hypot(1.0, rho)
-    e1 = np.stack([1.0 / s, -rho / s], axis=1)
-    log_s = np.log(s)
-    g_log = np.stack(
-        [rho + np.log(rho * rho - rho + 1.0) - log_s, rho - log_s, np.zeros_like(rho)], axis=1
-    )
-    g_sign = np.broadcast_to(np.array([1.0, 1.0, -1.0]), g_log.shape)
-    return boundary_jacobian(e1, log_gamma, g_sign, g_log)
+    e1 = np.array([1.0 / s, -rho / s])
+    rho_s = rho - np.log(s)
+    g_log = np.array([rho_s + np.log(rho * rho - rho + 1.0), rho_s, np.zeros_like(rho)])
+    return boundary_jacobian(e1, log_gamma, _G_SIGN, g_log)
 
 
 def exp_projection_jacobian(v: np.ndarray) -> np.ndarray:
@@ -245,21 +263,21 @@ def exp_projection_jacobian(v: np.ndarray) -> np.ndarray:
         of the generalized Jacobian is returned; at v = 0 it is 0.
     """
     v = as_cone_stack(v, 3, "v")
-    _, state = _exp_solve(v)
-    n = v.shape[0]
-    region = state.region
-    jac = np.zeros((n, 3, 3))
-    jac[region == _INSIDE] = np.eye(3)
-    zpos = (state.proj[:, 2] > 0).astype(np.float64)
-    face = region == _FACE
-    jac[face, 0, 0] = 1.0
-    jac[face, 2, 2] = zpos[face]
-    rface = region == _ROOT_FACE
-    jac[rface, 0, 0] = (state.proj[rface, 0] < 0).astype(np.float64)
-    jac[rface, 2, 2] = zpos[rface]
-    root = region == _ROOT
-    if np.any(root):
+    _, state = _exp_solve(v, jacobian=True)
+    region, proj = state.region, state.proj
+    inside, face, rface = region == _INSIDE, region == _FACE, region == _ROOT_FACE
+    # Diagonal cases: I in K; diag(1, 0, [z > 0]) on the face, diag([x < 0], 0, [z > 0])
+    # where the face point won the candidate comparison.
+    diag = np.array(
+        [
+            inside | face | (rface & (proj[:, 0] < 0)),
+            inside,
+            inside | ((face | rface) & (proj[:, 2] > 0)),
+        ]
+    )
+    jac = diag.T[:, :, None] * np.eye(3)
+    root = np.flatnonzero(region == _ROOT)
+    if root.size:
         jac[root] = _exp_root_jacobian(state.rho[root], state.log_gamma[root])
-    bad = ~np.isfinite(state.proj[:, 0])
-    jac[bad] = np.nan
+    jac[~np.isfinite(proj[:, 0])] = np.nan
     return jac

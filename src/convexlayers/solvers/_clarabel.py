@@ -10,6 +10,7 @@ imports it only when the backend is first asked for.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from convexlayers._errors import SolverArgumentError
+from convexlayers.cones import ConeDims
 from convexlayers.solvers._base import (
     AbstractSolver,
     ConeProgram,
@@ -51,8 +53,9 @@ def _settings_fields() -> frozenset[str]:
     )
 
 
-def _cones(program: ConeProgram) -> list[Any]:
-    dims = program.dims
+@functools.cache
+def _cones(dims: ConeDims) -> tuple[Any, ...]:
+    """Clarabel's cone descriptors for ``dims``, built once per layer (they are values)."""
     cones: list[Any] = []
     if dims.zero:
         cones.append(clarabel.ZeroConeT(dims.zero))
@@ -62,7 +65,7 @@ def _cones(program: ConeProgram) -> list[Any]:
     cones.extend(clarabel.PSDTriangleConeT(k) for k in dims.psd)
     cones.extend(clarabel.ExponentialConeT() for _ in range(dims.exp))
     cones.extend(clarabel.PowerConeT(a) for a in dims.power)
-    return cones
+    return tuple(cones)
 
 
 class ClarabelSolver(AbstractSolver):
@@ -97,13 +100,14 @@ class ClarabelSolver(AbstractSolver):
                     f"solver_args[{key!r}] = {value!r} rejected by Clarabel: {err}"
                 ) from err
         n = program.n
-        P = sp.csc_matrix((n, n)) if program.P is None else sp.csc_matrix(program.P)
+        # Clarabel takes SciPy's csc_array as it is: no conversion per element.
+        P = sp.csc_array((n, n)) if program.P is None else program.P
         solver = clarabel.DefaultSolver(
             P,
             np.array(program.q, dtype=np.float64),
-            sp.csc_matrix(program.A),
+            program.A,
             np.array(program.b, dtype=np.float64),
-            _cones(program),
+            list(_cones(program.dims)),
             options,
         )
         solution = solver.solve()
