@@ -19,10 +19,13 @@ class DerivativeInfo:
         residual: per element, relative residual ||J z − r|| / ||r|| of that solve.
             Large values mean the derivative is not well defined at this solution
             (non-unique or degenerate); the gradient is then a least-squares estimate.
+        kkt_residual: per element, the relative KKT residual of the point the derivative
+            was taken at (after polishing with refine="auto" or True).
     """
 
     method: tuple[str, ...]
     residual: np.ndarray
+    kkt_residual: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -78,12 +78,14 @@ class SolutionMap:
         solver_args: default settings for the backend, overridable per call.
         linear_solver: strategy for the derivative's linear systems.
         refine: polish solutions by damped Newton steps on the KKT normal map (see
-            :func:`convexlayers.derivative.refine`), which makes outputs and gradients
-            accurate to near machine precision wherever the solution is unique, for a few
-            solves of the derivative's linear system. ``"auto"`` (default): only the
-            elements whose relative KKT residual exceeds ``REFINE_ABOVE`` (1e-9), i.e.
-            inaccurate solves, often near weakly active constraints, where a gradient at
-            the solver's point can be off by O(1). ``True``: every element. ``False``: never.
+            :func:`convexlayers.derivative.refine`), accurate to near machine precision
+            wherever the solution is unique, for a few solves of the derivative's linear
+            system. ``"auto"`` (default): derivatives are taken at the polished solution
+            of every element whose relative KKT residual exceeds ``REFINE_ABOVE`` (1e-9)
+            (inaccurate solves, often near weakly active constraints, where a derivative
+            at the solver's point can be off by O(1)); forward outputs stay the solver's,
+            so inference costs nothing extra. ``True``: the forward pass polishes every
+            solution, outputs included. ``False``: never.
     """
 
     def __init__(
@@ -188,7 +190,8 @@ class SolutionMap:
         residual = np.full(batch.size, np.nan)
         if ok.any():
             residual[ok] = kkt_residual(prog.data, data[ok], x[ok], y[ok], s[ok])
-            self._refine(prog, data, x, y, s, residual)
+            if self.refine is True:
+                self._polish(prog, data, x, y, s, residual, threshold=0.0)
         self.info = SolveInfo(
             solver=backend.name,
             status=tuple(r.status for r in results),
@@ -200,11 +203,8 @@ class SolutionMap:
         self._report(self.info, batch.batched, outputs)
         return Solution(outputs, x, y, s, backend.name)
 
-    def _refine(self, prog, data, x, y, s, residual) -> None:
-        """Polish, in place, the elements that ``self.refine`` selects."""
-        if self.refine is False:
-            return
-        threshold = 0.0 if self.refine is True else REFINE_ABOVE
+    def _polish(self, prog, data, x, y, s, residual, threshold: float) -> None:
+        """Refine, in place, the elements whose KKT residual exceeds ``threshold``."""
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if todo.size:
             x[todo], y[todo], s[todo] = refine(
@@ -244,16 +244,25 @@ class SolutionMap:
 
     # -- derivatives --------------------------------------------------------
     def _derivative(self, solver: str, theta: np.ndarray, x, y, s):
-        prog = self.program(solver)
-        deriv = SolutionDerivative(
-            prog.data, prog.data.apply(theta), x, y, s, linear_solver=self.linear_solver
-        )
-        return prog, deriv
+        """The derivative at (x, y, s), polished first where inaccurate (refine="auto").
 
-    def _record(self, deriv: SolutionDerivative) -> None:
+        The outputs a forward pass returned stay the solver's; the derivative is taken at
+        the exact solution, which is what makes it trustworthy near weakly active
+        constraints. Returns the program, the derivative and the point it is taken at.
+        """
+        prog = self.program(solver)
+        data = prog.data.apply(theta)
+        x, y, s = x.copy(), y.copy(), s.copy()
+        residual = kkt_residual(prog.data, data, x, y, s)
+        if self.refine is not False:
+            self._polish(prog, data, x, y, s, residual, threshold=REFINE_ABOVE)
+        deriv = SolutionDerivative(prog.data, data, x, y, s, linear_solver=self.linear_solver)
+        return prog, deriv, residual
+
+    def _record(self, deriv: SolutionDerivative, residual: np.ndarray) -> None:
         report = deriv.report
         if self.info is not None and report is not None:
-            derivative = DerivativeInfo(report.method, report.residual)
+            derivative = DerivativeInfo(report.method, report.residual, residual)
             self.info = dataclasses.replace(self.info, derivative=derivative)
 
     def vjp(
@@ -261,11 +270,11 @@ class SolutionMap:
     ) -> list[np.ndarray]:
         """Cotangents of the outputs (None for zero) -> cotangent of each parameter value."""
         theta, batch = self._theta(values)
-        prog, deriv = self._derivative(solver, theta, x, y, s)
+        prog, deriv, residual = self._derivative(solver, theta, x, y, s)
         g = stack_outputs(prog.outputs, cotangents, batch)
-        gx, gy = prog.outputs_vjp(prog.outputs_from(x, y), g)
+        gx, gy = prog.outputs_vjp(prog.outputs_from(deriv.x, deriv.y), g)
         gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
-        self._record(deriv)
+        self._record(deriv, residual)
         return unflatten_params(self.parameters, prog.data.vjp(theta, gdata), batch)
 
     def jvp(
@@ -276,8 +285,8 @@ class SolutionMap:
         zero = [np.zeros(np.shape(v)) if t is None else t
                 for v, t in zip(values, tangents, strict=True)]
         dtheta = flatten(self.parameters, zero, batch)
-        prog, deriv = self._derivative(solver, theta, x, y, s)
+        prog, deriv, residual = self._derivative(solver, theta, x, y, s)
         dx, dy, _ = deriv.jvp(prog.data.jvp(theta, dtheta))
-        self._record(deriv)
-        return split_outputs(prog.outputs, prog.outputs_jvp(prog.outputs_from(x, y), dx, dy),
-                             batch)
+        self._record(deriv, residual)
+        out = prog.outputs_from(deriv.x, deriv.y)
+        return split_outputs(prog.outputs, prog.outputs_jvp(out, dx, dy), batch)
