@@ -9,13 +9,7 @@ import torch
 
 from convexlayers import ParameterError, ProblemError, SolverArgumentError, SolverError
 from convexlayers.torch import CvxpyLayer
-
-
-def _readme():
-    x = cp.Variable(2)
-    A, b = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="b")
-    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
-    return prob, A, b, x
+from zoo import interval, matrix_parameters, readme_problem, signed_parameters, unbounded
 
 
 # -- construction ---------------------------------------------------------------
@@ -68,39 +62,39 @@ def test_psd_cone_with_ecos():
 
 
 def test_missing_parameter():
-    prob, A, _, x = _readme()
+    prob, A, _, x = readme_problem()
     with pytest.raises(ProblemError, match=r"\['b'\] are missing"):
         CvxpyLayer(prob, [A], [x])
 
 
 def test_extra_parameter():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     c = cp.Parameter(name="c")
     with pytest.raises(ProblemError, match=r"\['c'\] do not appear"):
         CvxpyLayer(prob, [A, b, c], [x])
 
 
 def test_duplicated_parameter():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     with pytest.raises(ProblemError, match=r"\['A'\] appear more than once"):
         CvxpyLayer(prob, [A, b, A], [x])
 
 
 def test_parameters_not_a_list():
-    prob, A, _, x = _readme()
+    prob, A, _, x = readme_problem()
     with pytest.raises(ProblemError, match="Wrap a single parameter"):
         CvxpyLayer(prob, A, [x])
 
 
 def test_variable_not_in_problem():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     y = cp.Variable(2, name="y")
     with pytest.raises(ProblemError, match="y is neither a variable"):
         CvxpyLayer(prob, [A, b], [x, y])
 
 
 def test_unknown_solver_and_args():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     with pytest.raises(SolverArgumentError, match="unknown solver 'GUROBIX'"):
         CvxpyLayer(prob, [A, b], [x], solver="GUROBIX")
     with pytest.raises(SolverArgumentError, match="not_a_setting"):
@@ -110,7 +104,7 @@ def test_unknown_solver_and_args():
 # -- call time ------------------------------------------------------------------
 @pytest.fixture
 def layer():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     return CvxpyLayer(prob, [A, b], [x])
 
 
@@ -143,11 +137,7 @@ def test_nan_inf(layer, bad):
 
 
 def test_domain_nonneg_and_pos():
-    x = cp.Variable(2)
-    lam = cp.Parameter(nonneg=True, name="lam")
-    c = cp.Parameter(2, pos=True, name="c")
-    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
-    layer = CvxpyLayer(prob, [lam, c], [x])
+    layer = CvxpyLayer(*signed_parameters())
     with pytest.raises(ParameterError, match=r"'lam': declared nonneg=True.*-0.5"):
         layer(torch.tensor(-0.5), torch.ones(2))
     with pytest.raises(ParameterError, match="'c': declared pos=True"):
@@ -155,13 +145,7 @@ def test_domain_nonneg_and_pos():
 
 
 def test_domain_symmetric_and_psd():
-    x = cp.Variable(2)
-    P = cp.Parameter((2, 2), PSD=True, name="P")
-    S = cp.Parameter((2, 2), symmetric=True, name="S")
-    X = cp.Variable((2, 2), symmetric=True)
-    prob = cp.Problem(cp.Minimize(cp.quad_form(x, P) + cp.trace(S @ X)),
-                      [cp.sum(x) == 1, X >> 0, cp.trace(X) == 1])
-    layer = CvxpyLayer(prob, [P, S], [x])
+    layer = CvxpyLayer(*matrix_parameters())
     eye = torch.eye(2, dtype=torch.float64)
     with pytest.raises(ParameterError, match="'S': must be symmetric"):
         layer(eye, torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
@@ -170,10 +154,7 @@ def test_domain_symmetric_and_psd():
 
 
 def test_infeasible_names_batch_indices_and_keeps_the_rest():
-    x = cp.Variable()
-    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
-    prob = cp.Problem(cp.Minimize(x), [x >= lo, x <= hi])
-    layer = CvxpyLayer(prob, [lo, hi], [x])
+    layer = CvxpyLayer(*interval())
     lo_v = torch.tensor([0.0, 2.0, 0.0, 5.0], dtype=torch.float64)
     hi_v = torch.ones(4, dtype=torch.float64)
     with pytest.raises(SolverError, match=r"batch elements \[1: infeasible, 3: infeasible\]") as e:
@@ -185,10 +166,7 @@ def test_infeasible_names_batch_indices_and_keeps_the_rest():
 
 
 def test_unbounded_unbatched():
-    x = cp.Variable()
-    c = cp.Parameter(name="c")
-    prob = cp.Problem(cp.Minimize(c * x), [x >= 0])
-    layer = CvxpyLayer(prob, [c], [x])
+    layer = CvxpyLayer(*unbounded())
     with pytest.raises(SolverError, match=r"the problem \(unbounded\)"):
         layer(torch.tensor(-1.0))
 

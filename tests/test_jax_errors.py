@@ -15,23 +15,15 @@ import pytest
 
 from convexlayers import ParameterError, SolverArgumentError, SolverError
 from convexlayers.jax import CvxpyLayer
+from zoo import interval, readme_problem, signed_parameters, unbounded
 
 jax.config.update("jax_enable_x64", True)
 
 
 @pytest.fixture
 def layer():
-    x = cp.Variable(2)
-    A, b = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="b")
-    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
+    prob, A, b, x = readme_problem()
     return CvxpyLayer(prob, [A, b], [x])
-
-
-def _interval():
-    x = cp.Variable()
-    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
-    prob = cp.Problem(cp.Minimize(x), [x >= lo, x <= hi])
-    return CvxpyLayer(prob, [lo, hi], [x])
 
 
 def _run(f, *args):
@@ -102,11 +94,7 @@ def test_nan_under_jit_and_grad_carries_the_message(layer):
 
 
 def test_domain_errors_eager_and_under_jit():
-    x = cp.Variable(2)
-    lam = cp.Parameter(nonneg=True, name="lam")
-    c = cp.Parameter(2, pos=True, name="c")
-    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
-    layer = CvxpyLayer(prob, [lam, c], [x])
+    layer = CvxpyLayer(*signed_parameters())
     with pytest.raises(ParameterError, match=r"'lam': declared nonneg=True.*-0.5"):
         layer(jnp.asarray(-0.5), jnp.ones(2))
     with pytest.raises(jax.errors.JaxRuntimeError, match="'c': declared pos=True"):
@@ -124,7 +112,7 @@ def test_domain_psd_under_vmap():
 
 
 def test_infeasible_names_batch_indices_eager():
-    layer = _interval()
+    layer = CvxpyLayer(*interval())
     lo, hi = jnp.array([0.0, 2.0, 0.0, 5.0]), jnp.ones(4)
     with pytest.raises(SolverError, match=r"batch elements \[1: infeasible, 3: infeasible\]") as e:
         layer(lo, hi)
@@ -133,7 +121,7 @@ def test_infeasible_names_batch_indices_eager():
 
 
 def test_infeasible_under_jit_and_vmap_carries_the_message():
-    layer = _interval()
+    layer = CvxpyLayer(*interval())
     lo, hi = jnp.array([0.0, 2.0, 0.0, 5.0]), jnp.ones(4)
     msg = r"SolverError: CLARABEL found no solution for batch elements \[1: infeasible, 3: inf"
     with pytest.raises(jax.errors.JaxRuntimeError, match=msg):
@@ -143,9 +131,7 @@ def test_infeasible_under_jit_and_vmap_carries_the_message():
 
 
 def test_unbounded_unbatched():
-    x = cp.Variable()
-    c = cp.Parameter(name="c")
-    layer = CvxpyLayer(cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x])
+    layer = CvxpyLayer(*unbounded())
     with pytest.raises(SolverError, match=r"the problem \(unbounded\)"):
         layer(jnp.asarray(-1.0))
     with pytest.raises(jax.errors.JaxRuntimeError, match=r"the problem \(unbounded\)"):

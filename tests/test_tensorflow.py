@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 from convexlayers import SolverStatus  # noqa: E402
 from convexlayers.tensorflow import CvxpyLayer  # noqa: E402
 from fd import central_difference, directional, directions, weights  # noqa: E402
-from zoo import CASES, REFERENCE_ATOL  # noqa: E402
+from zoo import CASES, REFERENCE_ATOL, readme_problem  # noqa: E402
 
 
 def _make(case, **kwargs):
@@ -44,18 +44,10 @@ def _value_and_grads(layer, values, w, graph=False):
     return [o.numpy() for o in outs], [g.numpy() for g in grads]
 
 
-def _readme_problem():
-    n, m = 2, 3
-    x = cp.Variable(n)
-    A, b = cp.Parameter((m, n)), cp.Parameter(m)
-    problem = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
-    return problem, A, b, x
-
-
 # -- the README example ---------------------------------------------------------
 def test_readme_tensorflow_example():
     n, m = 2, 3
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     assert problem.is_dpp()
     cvxpylayer = CvxpyLayer(problem, parameters=[A, b], variables=[x])
     tf.random.set_seed(0)
@@ -160,7 +152,7 @@ def test_zoo_eager_and_tf_function_agree(name):
 
 # -- batching ---------------------------------------------------------------------
 def test_batched_equals_loop_with_mixed_batched_and_unbatched_parameters():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     rng = np.random.default_rng(3)
     As, b0 = rng.standard_normal((4, 3, 2)), rng.standard_normal(3)
@@ -177,14 +169,14 @@ def test_batched_equals_loop_with_mixed_batched_and_unbatched_parameters():
 
 
 def test_explicit_batch_of_one_keeps_its_dimension():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     out, = layer(tf.ones((1, 3, 2)), tf.ones(3))
     assert out.shape == (1, 2)
 
 
 def test_unknown_batch_dimension_in_tf_function():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     fn = tf.function(lambda A, b: layer(A, b)[0],
                      input_signature=[tf.TensorSpec((None, 3, 2), tf.float64),
@@ -198,7 +190,7 @@ def test_unknown_batch_dimension_in_tf_function():
 
 
 def test_unknown_shapes_are_checked_at_run_time():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     fn = tf.function(lambda A, b: layer(A, b)[0],
                      input_signature=[tf.TensorSpec(None, tf.float64),
@@ -244,7 +236,7 @@ def test_sparse_cotangent_from_gather(graph):
     (("int32", "int32"), "float32"),
 ])
 def test_outputs_and_gradients_in_the_input_dtype(dtypes, expected):
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     rng = np.random.default_rng(5)
     ts = [tf.constant(rng.standard_normal(s) * 3, dtype=d) for s, d in zip(((3, 2), (3,)),
@@ -258,7 +250,7 @@ def test_outputs_and_gradients_in_the_input_dtype(dtypes, expected):
 
 
 def test_numpy_and_python_inputs():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     out64, = layer(np.ones((3, 2)), np.ones(3))
     out32, = layer([[1.0, 1.0]] * 3, [1.0, 1.0, 1.0])
@@ -269,7 +261,7 @@ def test_numpy_and_python_inputs():
 # -- solvers, solver_args, info ----------------------------------------------------------
 @pytest.mark.parametrize("solver", ["CLARABEL", "SCS", "ECOS"])
 def test_solver_choice(solver):
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x], solver=solver)
     rng = np.random.default_rng(6)
     values = [rng.standard_normal((3, 2)), rng.standard_normal(3)]
@@ -281,7 +273,7 @@ def test_solver_choice(solver):
 
 @pytest.mark.parametrize("graph", [False, True])
 def test_per_call_solver_args(graph):
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x], solver_args={"max_iters": 500})
     values = [tf.ones((3, 2), tf.float64), tf.constant([1.0, 2.0, 3.0], tf.float64)]
 
@@ -304,7 +296,7 @@ def test_per_call_solver_args(graph):
 
 
 def test_info_reflects_the_last_executed_call():
-    problem, A, b, x = _readme_problem()
+    problem, A, b, x = readme_problem()
     layer = CvxpyLayer(problem, [A, b], [x])
     assert layer.info is None
     rng = np.random.default_rng(7)

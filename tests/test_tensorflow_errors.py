@@ -28,15 +28,15 @@ from convexlayers import (  # noqa: E402
     SolverError,
 )
 from convexlayers.tensorflow import CvxpyLayer  # noqa: E402
+from zoo import (  # noqa: E402
+    interval,
+    matrix_parameters,
+    readme_problem,
+    signed_parameters,
+    unbounded,
+)
 
 MODES = ["eager", "graph"]
-
-
-def _readme():
-    x = cp.Variable(2)
-    A, b = cp.Parameter((3, 2), name="A"), cp.Parameter(3, name="b")
-    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
-    return prob, A, b, x
 
 
 def _caller(layer, mode, **kwargs):
@@ -51,7 +51,7 @@ def _run_time(mode, error, graph_error=tf.errors.InvalidArgumentError):
 
 @pytest.fixture
 def layer():
-    prob, A, b, _ = _readme()
+    prob, A, b, _ = readme_problem()
     return CvxpyLayer(prob, [A, b], [prob.variables()[0]])
 
 
@@ -61,7 +61,7 @@ def test_construction_errors_are_the_shared_ones():
     a, b = cp.Parameter(name="alpha"), cp.Parameter(name="beta")
     with pytest.raises(ProblemError, match="not DPP"):
         CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x) + a * b * cp.sum(x))), [a, b], [x])
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     with pytest.raises(ProblemError, match=r"\['b'\] are missing"):
         CvxpyLayer(prob, [A], [x])
     with pytest.raises(SolverArgumentError, match="unknown solver 'GUROBIX'"):
@@ -135,11 +135,7 @@ def test_nan_inf(layer, mode, bad):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_domain_nonneg_and_pos(mode):
-    x = cp.Variable(2)
-    lam = cp.Parameter(nonneg=True, name="lam")
-    c = cp.Parameter(2, pos=True, name="c")
-    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
-    call = _caller(CvxpyLayer(prob, [lam, c], [x]), mode)
+    call = _caller(CvxpyLayer(*signed_parameters()), mode)
     with pytest.raises(_run_time(mode, ParameterError), match=r"'lam': declared nonneg=True.*-0.5"):
         call(tf.constant(-0.5), tf.ones(2))
     with pytest.raises(_run_time(mode, ParameterError), match="'c': declared pos=True"):
@@ -148,13 +144,7 @@ def test_domain_nonneg_and_pos(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_domain_symmetric_and_psd(mode):
-    x = cp.Variable(2)
-    P = cp.Parameter((2, 2), PSD=True, name="P")
-    S = cp.Parameter((2, 2), symmetric=True, name="S")
-    X = cp.Variable((2, 2), symmetric=True)
-    prob = cp.Problem(cp.Minimize(cp.quad_form(x, P) + cp.trace(S @ X)),
-                      [cp.sum(x) == 1, X >> 0, cp.trace(X) == 1])
-    call = _caller(CvxpyLayer(prob, [P, S], [x]), mode)
+    call = _caller(CvxpyLayer(*matrix_parameters()), mode)
     eye = tf.eye(2, dtype=tf.float64)
     with pytest.raises(_run_time(mode, ParameterError), match="'S': must be symmetric"):
         call(eye, tf.constant([[0.0, 1.0], [0.0, 0.0]], tf.float64))
@@ -165,10 +155,7 @@ def test_domain_symmetric_and_psd(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_infeasible_names_batch_indices(mode):
-    x = cp.Variable()
-    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
-    prob = cp.Problem(cp.Minimize(x), [x >= lo, x <= hi])
-    call = _caller(CvxpyLayer(prob, [lo, hi], [x]), mode)
+    call = _caller(CvxpyLayer(*interval()), mode)
     lo_v = tf.constant([0.0, 2.0, 0.0, 5.0], tf.float64)
     hi_v = tf.ones(4, tf.float64)
     with pytest.raises(_run_time(mode, SolverError, tf.errors.UnknownError),
@@ -183,9 +170,7 @@ def test_infeasible_names_batch_indices(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_unbounded_unbatched(mode):
-    x = cp.Variable()
-    c = cp.Parameter(name="c")
-    call = _caller(CvxpyLayer(cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x]), mode)
+    call = _caller(CvxpyLayer(*unbounded()), mode)
     with pytest.raises(_run_time(mode, SolverError, tf.errors.UnknownError),
                        match=r"the problem \(unbounded\)"):
         call(tf.constant(-1.0))

@@ -9,18 +9,11 @@ import torch
 
 from convexlayers import SolverStatus
 from convexlayers.torch import CvxpyLayer
-
-
-def _readme():
-    n, m = 2, 3
-    x = cp.Variable(n)
-    A, b = cp.Parameter((m, n)), cp.Parameter(m)
-    prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
-    return prob, A, b, x
+from zoo import readme_problem
 
 
 def test_readme_torch_example():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     assert prob.is_dpp()
     layer = CvxpyLayer(prob, parameters=[A, b], variables=[x])
     A_t = torch.randn(3, 2, requires_grad=True)
@@ -42,7 +35,7 @@ def test_readme_torch_example():
     ],
 )
 def test_readme_solver_args(solver_args):
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     layer = CvxpyLayer(prob, parameters=[A, b], variables=[x])
     A_v, b_v = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     (ref,) = layer(A_v, b_v)
@@ -125,7 +118,7 @@ def test_mixed_batched_and_unbatched_parameters():
 
 
 def test_explicit_batch_of_one_keeps_its_dimension():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     layer = CvxpyLayer(prob, [A, b], [x])
     (sol,) = layer(torch.randn(1, 3, 2), torch.randn(3))
     assert sol.shape == (1, 2)
@@ -150,7 +143,7 @@ def test_symmetric_parameter_gets_a_symmetric_gradient():
     ],
 )
 def test_output_dtype_follows_inputs(dtypes, expected):
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     layer = CvxpyLayer(prob, [A, b], [x])
     A_t = torch.randn(3, 2, dtype=dtypes[0], requires_grad=True)
     b_t = torch.randn(3, dtype=dtypes[1], requires_grad=True)
@@ -161,7 +154,7 @@ def test_output_dtype_follows_inputs(dtypes, expected):
 
 
 def test_no_grad_prepares_nothing_for_backward():
-    prob, A, b, x = _readme()
+    prob, A, b, x = readme_problem()
     layer = CvxpyLayer(prob, [A, b], [x])
     A_t, b_t = torch.randn(3, 2, requires_grad=True), torch.randn(3, requires_grad=True)
     with torch.no_grad():

@@ -37,14 +37,20 @@ class Case:
             p.value = v
 
 
-def readme() -> Case:
-    """The cvxpylayers README example: an LP in disguise."""
+def readme_problem():
+    """The cvxpylayers README problem: (problem, A, b, x), the parameters named A and b."""
     n, m = 2, 3
     x = cp.Variable(n)
-    A, b = cp.Parameter((m, n)), cp.Parameter(m)
+    A, b = cp.Parameter((m, n), name="A"), cp.Parameter(m, name="b")
     prob = cp.Problem(cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1)), [x >= 0])
+    return prob, A, b, x
+
+
+def readme() -> Case:
+    """The cvxpylayers README example: an LP in disguise."""
+    prob, A, b, x = readme_problem()
     return Case("readme", prob, [A, b], [x],
-                lambda r: [r.standard_normal((m, n)), r.standard_normal(m)])
+                lambda r: [r.standard_normal(A.shape), r.standard_normal(b.shape)])
 
 
 def least_squares() -> Case:
@@ -168,3 +174,38 @@ CASES: dict[str, Callable[[], Case]] = {
     for f in (readme, least_squares, lp, qp_param_P, logistic, socp, exp_cone, power_cone,
               sdp, gp)
 }
+
+
+# -- small problems for the error tests of every layer: (problem, parameters, variables) ---
+def signed_parameters():
+    """lam declared nonneg, c declared pos."""
+    x = cp.Variable(2)
+    lam = cp.Parameter(nonneg=True, name="lam")
+    c = cp.Parameter(2, pos=True, name="c")
+    prob = cp.Problem(cp.Minimize(lam * cp.sum_squares(x) + c @ x), [x >= -1])
+    return prob, [lam, c], [x]
+
+
+def matrix_parameters():
+    """P declared PSD (in quad_form), S declared symmetric."""
+    x = cp.Variable(2)
+    P = cp.Parameter((2, 2), PSD=True, name="P")
+    S = cp.Parameter((2, 2), symmetric=True, name="S")
+    X = cp.Variable((2, 2), symmetric=True)
+    prob = cp.Problem(cp.Minimize(cp.quad_form(x, P) + cp.trace(S @ X)),
+                      [cp.sum(x) == 1, X >> 0, cp.trace(X) == 1])
+    return prob, [P, S], [x]
+
+
+def interval():
+    """min x s.t. lo <= x <= hi: infeasible when lo > hi."""
+    x = cp.Variable()
+    lo, hi = cp.Parameter(name="lo"), cp.Parameter(name="hi")
+    return cp.Problem(cp.Minimize(x), [x >= lo, x <= hi]), [lo, hi], [x]
+
+
+def unbounded():
+    """min c x s.t. x >= 0: unbounded when c < 0."""
+    x = cp.Variable()
+    c = cp.Parameter(name="c")
+    return cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x]
