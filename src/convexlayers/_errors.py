@@ -57,4 +57,4 @@ class ConvexLayersWarning(UserWarning):
 
 
 class InaccurateSolutionWarning(ConvexLayersWarning):
-    """The solver reported a solution of reduced accuracy; gradients may be poor."""
+    """The solver reported a solution of reduced accuracy that polishing did not repair."""

@@ -236,8 +236,10 @@ class SolutionMap:
         if inexact:
             where = f"batch elements {inexact}" if batched else "the problem"
             warnings.warn(
-                f"{info.solver} returned an inaccurate solution for {where}; gradients may be "
-                "poor. Tighten the solver tolerance or raise its iteration limit (solver_args).",
+                f"{info.solver} returned an inaccurate solution for {where} (KKT residual above "
+                f"{REFINE_ABOVE:g}): the outputs may be inaccurate, and derivatives where "
+                "polishing cannot repair them. Tighten the solver tolerance or raise its "
+                "iteration limit (solver_args), or pass refine=True to polish the outputs.",
                 InaccurateSolutionWarning,
                 stacklevel=3,
             )
@@ -248,7 +250,8 @@ class SolutionMap:
 
         The outputs a forward pass returned stay the solver's; the derivative is taken at
         the exact solution, which is what makes it trustworthy near weakly active
-        constraints. Returns the program, the derivative and the point it is taken at.
+        constraints. Returns the program, the derivative (``deriv.x``, ``deriv.y`` are the
+        point it is taken at) and that point's relative KKT residual.
         """
         prog = self.program(solver)
         data = prog.data.apply(theta)

@@ -24,13 +24,7 @@ import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian, dual_projection_jacobian
 from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, SolveReport
-from convexlayers.derivative._structure import (
-    Structure,
-    a_matvec,
-    a_rmatvec,
-    block_layout,
-    p_matvec,
-)
+from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
 
 
 class SolutionDerivative:
@@ -69,12 +63,13 @@ class SolutionDerivative:
 
     def _nnz(self) -> int:
         """Estimated nonzeros of J: P twice, A, D, and D A (blocks of D mix A's rows)."""
-        st, dims = self.structure, self.structure.dims
+        st = self.structure
         per_row = np.bincount(st.A.rows, minlength=st.m)
         cum = np.concatenate([[0], np.cumsum(per_row)])
-        starts, sizes = block_layout(dims)
+        starts = np.array([offset for offset, _ in self._D.blocks], dtype=np.int64)
+        sizes = np.array([block.shape[-1] for _, block in self._D.blocks], dtype=np.int64)
         mixed = int((sizes * (cum[starts + sizes] - cum[starts])).sum())
-        diag_rows = dims.zero + dims.nonneg
+        diag_rows = st.dims.zero + st.dims.nonneg
         nnz_p = 0 if st.P is None else 2 * st.P.rows.size
         return nnz_p + st.A.rows.size + int(cum[diag_rows]) + mixed + int((sizes**2).sum()) + st.m
 

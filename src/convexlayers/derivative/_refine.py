@@ -32,12 +32,16 @@ def normal_residual(st: Structure, data: np.ndarray, x: np.ndarray, v: np.ndarra
     return np.concatenate([r1, r2], axis=1)
 
 
+def _scale(st: Structure, data: np.ndarray) -> np.ndarray:
+    """1 + ||q|| + ||b|| per element: what residuals are relative to."""
+    _, q, _, b = st.split(data)
+    return 1.0 + np.linalg.norm(q, axis=1) + np.linalg.norm(b, axis=1)
+
+
 def kkt_residual(st: Structure, data: np.ndarray, x: np.ndarray, y: np.ndarray,
                  s: np.ndarray) -> np.ndarray:
     """Relative normal-map residual ||N(x, y − s)|| / (1 + ||q|| + ||b||) per element."""
-    _, q, _, b = st.split(data)
-    res = np.linalg.norm(normal_residual(st, data, x, y - s), axis=1)
-    return res / (1.0 + np.linalg.norm(q, axis=1) + np.linalg.norm(b, axis=1))
+    return np.linalg.norm(normal_residual(st, data, x, y - s), axis=1) / _scale(st, data)
 
 
 def refine(
@@ -57,8 +61,7 @@ def refine(
     ||N|| decreases keeps every element's residual monotone. Elements stop once their
     residual is below ``tol`` (relative to 1 + ||q|| + ||b||) or no step helps.
     """
-    _, q, _, b = st.split(data)
-    scale = 1.0 + np.linalg.norm(q, axis=1) + np.linalg.norm(b, axis=1)
+    scale = _scale(st, data)
     v = y - s
     res = np.linalg.norm(normal_residual(st, data, x, v), axis=1)
     active = res > tol * scale

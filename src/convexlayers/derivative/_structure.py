@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from convexlayers.cones import ConeDims, svec_size
+from convexlayers.cones import ConeDims
 
 
 class Pattern(Protocol):
@@ -73,11 +73,3 @@ def p_matvec(st: Structure, p_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
     mirrored = np.where(P.off_diagonal, p_vals, 0.0) * x[:, P.rows]
     return _apply(P.row_scatter, p_vals * x[:, P.cols]) + _apply(P.col_scatter, mirrored)
 
-
-def block_layout(dims: ConeDims) -> tuple[np.ndarray, np.ndarray]:
-    """Start row and size of every dense block of D (SOC, PSD, exp and power cones)."""
-    sizes = np.array(
-        [*dims.soc, *(svec_size(k) for k in dims.psd), *([3] * (dims.exp + len(dims.power)))],
-        dtype=np.int64,
-    )
-    return dims.zero + dims.nonneg + np.cumsum(sizes) - sizes, sizes
