@@ -46,7 +46,6 @@ class ParametricConeProgram:
         data: θ ↦ (P, q, A, b), batched, with its adjoint.
         R: (outputs, n + m) sparse map from (x, y) to the stacked outputs.
         exp_mask: output entries that are exp(R z) (primal variables with gp=True).
-        quadratic: P is kept as a matrix (else a quadratic objective was lifted to an SOC).
     """
 
     parameters: tuple[ParamSpec, ...]
@@ -54,11 +53,6 @@ class ParametricConeProgram:
     data: DataMap
     R: sp.csr_array
     exp_mask: np.ndarray
-    quadratic: bool
-
-    @property
-    def dims(self) -> ConeDims:
-        return self.data.dims
 
     @property
     def n(self) -> int:
@@ -67,10 +61,6 @@ class ParametricConeProgram:
     @property
     def m(self) -> int:
         return self.data.m
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.size for p in self.parameters)
 
     def outputs_from(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(B, n), (B, m) -> (B, outputs) stacked outputs."""
@@ -144,5 +134,4 @@ def compile_problem(
         data=data,
         R=R,
         exp_mask=exp_mask,
-        quadratic=quadratic,
     )
