@@ -55,6 +55,8 @@ def _evaluator(canon: Canonicalized, refs: Sequence[OutputRef], gp: bool) -> Cal
     prog = canon.param_prog
     n = prog.x.size
     ids = [c.id for c in prog.constraints]
+    # Split points between the constraints' blocks of y. With no constraints there is no
+    # block at all (np.split would still return one empty piece).
     cuts = np.cumsum([c.size for c in prog.constraints])[:-1]
 
     def read(ref: OutputRef, sol: Solution) -> np.ndarray:
@@ -71,7 +73,7 @@ def _evaluator(canon: Canonicalized, refs: Sequence[OutputRef], gp: bool) -> Cal
         return np.asarray(ref.constraint.dual_variables[ref.index].value, dtype=float)
 
     def evaluate(z: np.ndarray) -> np.ndarray:
-        duals = dict(zip(ids, np.split(z[n:], cuts), strict=True))
+        duals = dict(zip(ids, np.split(z[n:], cuts), strict=True)) if ids else {}
         sol = Solution(cps.OPTIMAL, 0.0, {prog.x.id: z[:n].copy()}, duals, {})
         for reduction, inverse in zip(
             reversed(canon.reductions), reversed(canon.inverse_data), strict=True
