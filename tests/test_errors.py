@@ -147,8 +147,11 @@ def test_domain_nonneg_and_pos():
 def test_domain_symmetric_and_psd():
     layer = CvxpyLayer(*matrix_parameters())
     eye = torch.eye(2, dtype=torch.float64)
-    with pytest.raises(ParameterError, match="'S': must be symmetric"):
-        layer(eye, torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+    # Symmetric and PSD parameters are symmetrized, not checked for symmetry: P's
+    # symmetric part is PSD, so P is accepted and acts as (P + Pᵀ)/2.
+    P = torch.tensor([[2.0, 0.5], [-0.5, 1.0]], dtype=torch.float64)
+    S = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(layer(P, S), layer(0.5 * (P + P.T), 0.5 * (S + S.T)))
     with pytest.raises(ParameterError, match=r"'P': declared positive semidefinite.*eigenvalue -1"):
         layer(torch.diag(torch.tensor([1.0, -1.0])), eye)
 

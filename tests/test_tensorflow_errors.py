@@ -146,8 +146,12 @@ def test_domain_nonneg_and_pos(mode):
 def test_domain_symmetric_and_psd(mode):
     call = _caller(CvxpyLayer(*matrix_parameters()), mode)
     eye = tf.eye(2, dtype=tf.float64)
-    with pytest.raises(_run_time(mode, ParameterError), match="'S': must be symmetric"):
-        call(eye, tf.constant([[0.0, 1.0], [0.0, 0.0]], tf.float64))
+    # Symmetric and PSD parameters are symmetrized, not checked for symmetry.
+    P = tf.constant([[2.0, 0.5], [-0.5, 1.0]], tf.float64)
+    S = tf.constant([[0.0, 1.0], [0.0, 0.0]], tf.float64)
+    sym = [0.5 * (M + tf.transpose(M)) for M in (P, S)]
+    for a, b in zip(call(P, S), call(*sym), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-12)
     with pytest.raises(_run_time(mode, ParameterError),
                        match=r"'P': declared positive semidefinite.*eigenvalue -1"):
         call(tf.linalg.diag(tf.constant([1.0, -1.0], tf.float64)), eye)
