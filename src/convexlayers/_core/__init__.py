@@ -2,6 +2,6 @@
 
 from convexlayers._core._batch import BatchSpec
 from convexlayers._core._info import DerivativeInfo, SolveInfo
-from convexlayers._core._solution_map import Solution, SolutionMap
+from convexlayers._core._solution_map import STATE_SIZE, Solution, SolutionMap
 
-__all__ = ["BatchSpec", "DerivativeInfo", "Solution", "SolutionMap", "SolveInfo"]
+__all__ = ["STATE_SIZE", "BatchSpec", "DerivativeInfo", "Solution", "SolutionMap", "SolveInfo"]

@@ -1,12 +1,23 @@
-"""Per-call diagnostics exposed by every layer as ``layer.info``."""
+"""Per-call diagnostics exposed by every layer as ``layer.info``.
+
+A call's diagnostics travel with its results: the forward pass returns them as
+one small array per batch element (so that they can ride along with the solver
+state through any framework's autodiff and compiler), and the backward pass
+rebuilds them from that array and adds its own. ``layer.info`` is then the
+complete, internally consistent record of the last call that finished.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from convexlayers.solvers._base import SolverStatus
+
+_STATUSES = tuple(SolverStatus)
+# Columns of the per-element diagnostics array: status code, iterations, seconds, residual.
+INFO_WIDTH = 4
 
 
 @dataclass(frozen=True)
@@ -14,8 +25,9 @@ class DerivativeInfo:
     """How the derivative system of each batch element was solved.
 
     Attributes:
-        method: per element, "lu" (dense), "sparse_lu", or "lstsq" (the system was
-            singular: least-squares, minimum-norm solution).
+        method: per element, "lu" (dense), "sparse_lu", "lstsq" (the system was
+            singular: least-squares, minimum-norm solution), or "none" (the element
+            has no solution, so its gradient is zero).
         residual: per element, relative residual ||J z − r|| / ||r|| of that solve.
             Large values mean the derivative is not well defined at this solution
             (non-unique or degenerate); the gradient is then a least-squares estimate.
@@ -30,7 +42,7 @@ class DerivativeInfo:
 
 @dataclass(frozen=True)
 class SolveInfo:
-    """Diagnostics of the last call of a layer.
+    """Diagnostics of one call of a layer.
 
     Attributes:
         solver: the backend used.
@@ -40,7 +52,7 @@ class SolveInfo:
         residual: per batch element, the relative KKT residual of the returned solution,
             ||N(x, y − s)|| / (1 + ||q|| + ||b||) with N the normal map (NaN if unsolved).
             Gradients are about as accurate as this is small.
-        derivative: filled in by the last backward (or forward-mode) pass, else None.
+        derivative: filled in by the backward (or forward-mode) pass of this call, else None.
     """
 
     solver: str
@@ -54,3 +66,30 @@ class SolveInfo:
     def ok(self) -> bool:
         """Every element solved to full accuracy."""
         return all(s is SolverStatus.OPTIMAL for s in self.status)
+
+    @property
+    def failed(self) -> tuple[int, ...]:
+        """Batch indices of the elements without a solution (NaN outputs, zero gradients)."""
+        return tuple(b for b, st in enumerate(self.status) if not st.has_iterate)
+
+    def to_array(self) -> np.ndarray:
+        """(B, INFO_WIDTH) float64: what travels from the forward to the backward pass."""
+        codes = [_STATUSES.index(s) for s in self.status]
+        cols = (codes, self.iterations, self.solve_time, self.residual)
+        return np.stack([np.asarray(c, dtype=np.float64).reshape(-1) for c in cols], axis=1)
+
+    @staticmethod
+    def from_array(solver: str, array: np.ndarray) -> SolveInfo:
+        """The inverse of :meth:`to_array`."""
+        array = np.asarray(array, dtype=np.float64).reshape(-1, INFO_WIDTH)
+        return SolveInfo(
+            solver=solver,
+            status=tuple(_STATUSES[int(c)] for c in array[:, 0]),
+            iterations=array[:, 1].astype(np.int64),
+            solve_time=array[:, 2].copy(),
+            residual=array[:, 3].copy(),
+        )
+
+    def with_derivative(self, derivative: DerivativeInfo) -> SolveInfo:
+        return replace(self, derivative=derivative)
+

@@ -4,12 +4,16 @@ This is everything a layer does except talking to a framework. Adapters convert
 tensors to NumPy arrays (one per parameter), call :meth:`SolutionMap.solve`,
 and wire :meth:`SolutionMap.vjp` / :meth:`SolutionMap.jvp` into their autodiff;
 all layout (batching, broadcasting, flattening) happens here.
+
+A :class:`SolutionMap` is stateless once built: every call returns its results
+together with its own diagnostics, and what the backward pass needs travels as
+plain arrays (:attr:`Solution.state`). So one map can serve several threads at
+once, and it pickles and deep-copies (without the CVXPY problem's caches).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +30,11 @@ from convexlayers._core._batch import (
     stack_outputs,
     unflatten_params,
 )
-from convexlayers._core._info import DerivativeInfo, SolveInfo
+from convexlayers._core._info import INFO_WIDTH, DerivativeInfo, SolveInfo
 from convexlayers._core._parallel import solve_all
+from convexlayers._core._report import REFINE_ABOVE, check_on_failure, report
 from convexlayers._core._values import check_values
-from convexlayers._errors import InaccurateSolutionWarning, SolverArgumentError, SolverError
+from convexlayers._errors import ProblemError, SolverArgumentError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
 from convexlayers.derivative import (
     AbstractLinearSolver,
@@ -39,7 +44,12 @@ from convexlayers.derivative import (
     refine,
 )
 from convexlayers.solvers import DEFAULT_SOLVER, get_solver
-from convexlayers.solvers._base import AbstractSolver, SolverStatus
+from convexlayers.solvers._base import AbstractSolver
+
+__all__ = ["REFINE_ABOVE", "Solution", "SolutionMap"]
+
+# Arrays that carry a call from the forward to the backward pass: x, y, s, diagnostics.
+STATE_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -48,21 +58,14 @@ class Solution:
 
     Attributes:
         outputs: one array per requested variable (batched like the call).
-        x, y, s: the cone program's solution, always (B, n), (B, m), (B, m): what a
-            backward or forward-mode pass needs besides the parameter values.
-        solver: the backend that produced it.
+        state: [x (B, n), y (B, m), s (B, m), diagnostics (B, 4)]: what a backward or
+            forward-mode pass needs besides the parameter values, as plain arrays.
+        info: the diagnostics of this call.
     """
 
     outputs: list[np.ndarray]
-    x: np.ndarray
-    y: np.ndarray
-    s: np.ndarray
-    solver: str
-
-
-# Relative KKT residual above which refine="auto" polishes a solution, and above which
-# a solve the solver itself calls inaccurate is reported as such.
-REFINE_ABOVE = 1e-9
+    state: list[np.ndarray]
+    info: SolveInfo
 
 
 class SolutionMap:
@@ -78,14 +81,14 @@ class SolutionMap:
         solver_args: default settings for the backend, overridable per call.
         linear_solver: strategy for the derivative's linear systems.
         refine: polish solutions by damped Newton steps on the KKT normal map (see
-            :func:`convexlayers.derivative.refine`), accurate to near machine precision
-            wherever the solution is unique, for a few solves of the derivative's linear
-            system. ``"auto"`` (default): derivatives are taken at the polished solution
-            of every element whose relative KKT residual exceeds ``REFINE_ABOVE`` (1e-9)
-            (inaccurate solves, often near weakly active constraints, where a derivative
-            at the solver's point can be off by O(1)); forward outputs stay the solver's,
-            so inference costs nothing extra. ``True``: the forward pass polishes every
-            solution, outputs included. ``False``: never.
+            :func:`convexlayers.derivative.refine`). ``"auto"`` (default): derivatives are
+            taken at the polished solution of every element whose relative KKT residual
+            exceeds ``REFINE_ABOVE`` (1e-9); forward outputs stay the solver's. ``True``:
+            the forward pass polishes every solution, outputs included. ``False``: never.
+        on_failure: what a call does when some batch elements have no solution:
+            ``"raise"`` (default) raises :class:`~convexlayers.SolverError`; ``"nan"``
+            returns NaN outputs and zero gradients for those elements, the others solved
+            and differentiated as usual, the failures listed in ``info.failed``.
     """
 
     def __init__(
@@ -99,15 +102,19 @@ class SolutionMap:
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
         refine: bool | str = "auto",
+        on_failure: str = "raise",
     ) -> None:
         if refine not in (True, False, "auto"):
             raise SolverArgumentError(
                 f"refine: expected True, False or 'auto', received {refine!r}."
             )
-        self._problem = problem
+        if solver_args is not None and not isinstance(solver_args, Mapping):
+            raise SolverArgumentError(
+                f"solver_args: expected a dict, received {type(solver_args).__name__}."
+            )
         self.refine = refine
-        self._parameters = parameters
-        self._variables = variables
+        self.on_failure = check_on_failure(on_failure)
+        self._source: tuple | None = (problem, parameters, variables)
         self._gp = gp
         self.solver_args = dict(solver_args or {})
         method = self.solver_args.pop("solve_method", None)
@@ -115,24 +122,38 @@ class SolutionMap:
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
         self.linear_solver = linear_solver or AutoLinearSolver()
         self._programs: dict[tuple, ParametricConeProgram] = {}
-        self.info: SolveInfo | None = None
         default = self.program(self.solver)
         self.parameters: tuple[ParamSpec, ...] = default.parameters
         self.outputs: tuple[OutputSpec, ...] = default.outputs
+
+    # -- copies and pickles ---------------------------------------------------
+    def __getstate__(self) -> dict:
+        """The compiled programs, settings and the CVXPY problem without its caches.
+
+        CVXPY caches its compilation on the problem (large arrays and solver objects);
+        only the problem itself travels, so another solver family can still be compiled
+        after unpickling.
+        """
+        state = dict(self.__dict__)
+        if self._source is not None:
+            state["_source"] = (_without_caches(self._source[0]), *self._source[1:])
+        return state
 
     def program(self, backend: AbstractSolver | str) -> ParametricConeProgram:
         """The problem compiled for ``backend``'s capabilities (cached)."""
         backend = get_solver(backend) if isinstance(backend, str) else backend
         key = (backend.supports_quadratic_objective, backend.supported_cones)
         if key not in self._programs:
+            if self._source is None:
+                raise ProblemError(
+                    f"solver: this layer was restored without its CVXPY problem and cannot "
+                    f"be compiled for {backend.name}; rebuild the layer from the problem."
+                )
+            problem, parameters, variables = self._source
             self._programs[key] = compile_problem(
-                self._problem,
-                self._parameters,
-                self._variables,
-                gp=self._gp,
+                problem, parameters, variables, gp=self._gp,
                 quadratic=backend.supports_quadratic_objective,
-                cones=backend.supported_cones,
-                solver=backend.name,
+                cones=backend.supported_cones, solver=backend.name,
             )
         return self._programs[key]
 
@@ -145,10 +166,10 @@ class SolutionMap:
         """Shapes of the outputs of a call with parameter values of these shapes."""
         return output_shapes(self.outputs, self.batch_spec(shapes))
 
-    def state_sizes(self, solver: str) -> tuple[int, int]:
-        """(n, m): widths of x and of y, s for the given backend."""
+    def state_shapes(self, solver: str, batch: int) -> list[tuple[int, int]]:
+        """Shapes of :attr:`Solution.state` for ``batch`` elements solved by ``solver``."""
         prog = self.program(solver)
-        return prog.n, prog.m
+        return [(batch, prog.n), (batch, prog.m), (batch, prog.m), (batch, INFO_WIDTH)]
 
     def backend(self, solver_args: Mapping[str, Any] | None) -> tuple[AbstractSolver, dict]:
         """The backend and native settings for a call's ``solver_args``."""
@@ -167,15 +188,25 @@ class SolutionMap:
 
     # -- forward ------------------------------------------------------------
     def solve(
-        self, values: Sequence[Any], solver_args: Mapping[str, Any] | None = None
+        self,
+        values: Sequence[Any],
+        solver_args: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> Solution:
         """Validate the values and solve every batch element.
+
+        Args:
+            values: one array per parameter (its shape, or with a leading batch axis).
+            solver_args: this call's settings, over the layer's.
+            on_failure: this call's failure policy, over the layer's ("raise" or "nan").
 
         Raises:
             ParameterError: bad count, shapes, batch sizes, NaN/Inf, or values outside a
                 parameter's declared domain.
-            SolverError: some elements have no solution (indices and statuses attached).
+            SolverError: some elements have no solution (indices and statuses attached),
+                unless the failure policy is "nan".
         """
+        policy = self.on_failure if on_failure is None else check_on_failure(on_failure)
         backend, settings = self.backend(solver_args)
         theta, batch = self._theta(values)
         check_values(self.parameters, theta, batch.batched)
@@ -184,7 +215,7 @@ class SolutionMap:
         x = np.full((batch.size, prog.n), np.nan)
         y, s = np.full((2, batch.size, prog.m), np.nan)
         results = solve_all(backend, [prog.data.program(d) for d in data], settings)
-        ok = np.array([r.status.has_solution for r in results], dtype=bool)
+        ok = np.array([r.status.has_iterate for r in results], dtype=bool)
         for b in np.flatnonzero(ok):
             x[b], y[b], s[b] = results[b].x, results[b].y, results[b].s
         residual = np.full(batch.size, np.nan)
@@ -192,16 +223,16 @@ class SolutionMap:
             residual[ok] = kkt_residual(prog.data, data[ok], x[ok], y[ok], s[ok])
             if self.refine is True:
                 self._polish(prog, data, x, y, s, residual, threshold=0.0)
-        self.info = SolveInfo(
+        info = SolveInfo(
             solver=backend.name,
             status=tuple(r.status for r in results),
-            iterations=np.array([r.iterations for r in results]),
-            solve_time=np.array([r.solve_time for r in results]),
+            iterations=np.array([r.iterations for r in results], dtype=np.int64),
+            solve_time=np.array([r.solve_time for r in results], dtype=np.float64),
             residual=residual,
         )
         outputs = split_outputs(prog.outputs, prog.outputs_from(x, y), batch)
-        self._report(self.info, batch.batched, outputs)
-        return Solution(outputs, x, y, s, backend.name)
+        report(info, batch.batched, outputs, policy)
+        return Solution(outputs, [x, y, s, info.to_array()], info)
 
     def _polish(self, prog, data, x, y, s, residual, threshold: float) -> None:
         """Refine, in place, the elements whose KKT residual exceeds ``threshold``."""
@@ -212,84 +243,88 @@ class SolutionMap:
             )
             residual[todo] = kkt_residual(prog.data, data[todo], x[todo], y[todo], s[todo])
 
-    def _report(self, info: SolveInfo, batched: bool, outputs: list[np.ndarray]) -> None:
-        failed = [b for b, st in enumerate(info.status) if not st.has_solution]
-        if failed:
-            statuses = [info.status[b] for b in failed]
-            where = (
-                "batch elements [" + ", ".join(f"{b}: {st.value}" for b, st in
-                                               zip(failed, statuses, strict=True)) + "]"
-                if batched else f"the problem ({statuses[0].value})"
-            )
-            raise SolverError(
-                f"{info.solver} found no solution for {where}. Check that the parameter "
-                "values make the problem feasible and bounded; the outputs of the other "
-                "elements are in `err.outputs` (NaN where the solve failed).",
-                failed,
-                statuses,
-                outputs,
-            )
-        inexact = [
-            b for b, st in enumerate(info.status)
-            if st is SolverStatus.OPTIMAL_INACCURATE and not info.residual[b] <= REFINE_ABOVE
-        ]
-        if inexact:
-            where = f"batch elements {inexact}" if batched else "the problem"
-            warnings.warn(
-                f"{info.solver} returned an inaccurate solution for {where} (KKT residual above "
-                f"{REFINE_ABOVE:g}): the outputs may be inaccurate, and derivatives where "
-                "polishing cannot repair them. Tighten the solver tolerance or raise its "
-                "iteration limit (solver_args), or pass refine=True to polish the outputs.",
-                InaccurateSolutionWarning,
-                stacklevel=3,
-            )
-
     # -- derivatives --------------------------------------------------------
-    def _derivative(self, solver: str, theta: np.ndarray, x, y, s):
+    def _derivative(self, prog: ParametricConeProgram, theta: np.ndarray, x, y, s):
         """The derivative at (x, y, s), polished first where inaccurate (refine="auto").
 
         The outputs a forward pass returned stay the solver's; the derivative is taken at
         the exact solution, which is what makes it trustworthy near weakly active
-        constraints. Returns the program, the derivative (``deriv.x``, ``deriv.y`` are the
-        point it is taken at) and that point's relative KKT residual.
+        constraints. Returns the derivative (``deriv.x``, ``deriv.y`` are the point it is
+        taken at) and that point's relative KKT residual.
         """
-        prog = self.program(solver)
         data = prog.data.apply(theta)
         x, y, s = x.copy(), y.copy(), s.copy()
         residual = kkt_residual(prog.data, data, x, y, s)
         if self.refine is not False:
             self._polish(prog, data, x, y, s, residual, threshold=REFINE_ABOVE)
         deriv = SolutionDerivative(prog.data, data, x, y, s, linear_solver=self.linear_solver)
-        return prog, deriv, residual
+        return deriv, residual
 
-    def _record(self, deriv: SolutionDerivative, residual: np.ndarray) -> None:
-        report = deriv.report
-        if self.info is not None and report is not None:
-            derivative = DerivativeInfo(report.method, report.residual, residual)
-            self.info = dataclasses.replace(self.info, derivative=derivative)
+    def _linearize(self, values: Sequence[Any], state: Sequence[np.ndarray], solver: str):
+        """Shared set-up of :meth:`vjp` and :meth:`jvp`: only solved elements are
+        differentiated; the others get zero derivatives and method "none"."""
+        theta, batch = self._theta(values)
+        x, y, s, diagnostics = (np.asarray(a, dtype=np.float64) for a in state)
+        prog = self.program(solver)
+        solved = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+        idx = np.flatnonzero(solved)
+        deriv, kkt = self._derivative(prog, theta[idx], x[idx], y[idx], s[idx])
+        return theta, batch, prog, idx, deriv, kkt, SolveInfo.from_array(solver, diagnostics)
+
+    @staticmethod
+    def _info(info: SolveInfo, deriv: SolutionDerivative, idx, kkt) -> SolveInfo:
+        size = len(info.status)
+        method, residual, at = ["none"] * size, np.full(size, np.nan), np.full(size, np.nan)
+        if deriv.report is not None:
+            for i, b in enumerate(idx):
+                method[b] = deriv.report.method[i]
+            residual[idx], at[idx] = deriv.report.residual, kkt
+        return info.with_derivative(DerivativeInfo(tuple(method), residual, at))
 
     def vjp(
-        self, values: Sequence[Any], x, y, s, cotangents: Sequence[Any], solver: str
-    ) -> list[np.ndarray]:
-        """Cotangents of the outputs (None for zero) -> cotangent of each parameter value."""
-        theta, batch = self._theta(values)
-        prog, deriv, residual = self._derivative(solver, theta, x, y, s)
-        g = stack_outputs(prog.outputs, cotangents, batch)
-        gx, gy = prog.outputs_vjp(prog.outputs_from(deriv.x, deriv.y), g)
-        gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
-        self._record(deriv, residual)
-        return unflatten_params(self.parameters, prog.data.vjp(theta, gdata), batch)
+        self, values: Sequence[Any], state: Sequence[np.ndarray], cotangents: Sequence[Any],
+        solver: str,
+    ) -> tuple[list[np.ndarray], SolveInfo]:
+        """Cotangents of the outputs (None for zero) -> cotangent of each parameter value.
+
+        Returns:
+            The cotangents, and the forward call's diagnostics with this derivative's.
+        """
+        theta, batch, prog, idx, deriv, kkt, info = self._linearize(values, state, solver)
+        g = stack_outputs(prog.outputs, cotangents, batch)[idx]
+        gtheta = np.zeros_like(theta)
+        if idx.size:
+            gx, gy = prog.outputs_vjp(prog.outputs_from(deriv.x, deriv.y), g)
+            gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
+            gtheta[idx] = prog.data.vjp(theta[idx], gdata)
+        grads = unflatten_params(self.parameters, gtheta, batch)
+        return grads, self._info(info, deriv, idx, kkt)
 
     def jvp(
-        self, values: Sequence[Any], x, y, s, tangents: Sequence[Any], solver: str
-    ) -> list[np.ndarray]:
-        """Tangents of the parameter values (None for zero) -> tangent of each output."""
-        theta, batch = self._theta(values)
+        self, values: Sequence[Any], state: Sequence[np.ndarray], tangents: Sequence[Any],
+        solver: str,
+    ) -> tuple[list[np.ndarray], SolveInfo]:
+        """Tangents of the parameter values (None for zero) -> tangent of each output.
+
+        Returns:
+            The output tangents, and the forward call's diagnostics with this derivative's.
+        """
+        theta, batch, prog, idx, deriv, kkt, info = self._linearize(values, state, solver)
         zero = [np.zeros(np.shape(v)) if t is None else t
                 for v, t in zip(values, tangents, strict=True)]
         dtheta = flatten(self.parameters, zero, batch)
-        prog, deriv, residual = self._derivative(solver, theta, x, y, s)
-        dx, dy, _ = deriv.jvp(prog.data.jvp(theta, dtheta))
-        self._record(deriv, residual)
-        out = prog.outputs_from(deriv.x, deriv.y)
-        return split_outputs(prog.outputs, prog.outputs_jvp(out, dx, dy), batch)
+        dout = np.zeros((batch.size, prog.R.shape[0]))
+        if idx.size:
+            dx, dy, _ = deriv.jvp(prog.data.jvp(theta[idx], dtheta[idx]))
+            out = prog.outputs_from(deriv.x, deriv.y)
+            dout[idx] = prog.outputs_jvp(out, dx, dy)
+        return split_outputs(prog.outputs, dout, batch), self._info(info, deriv, idx, kkt)
+
+
+def _without_caches(problem: cp.Problem) -> cp.Problem:
+    """A shallow copy of ``problem`` without CVXPY's compilation caches."""
+    clone = copy.copy(problem)
+    for attr, fresh in (("_cache", lambda: type(problem._cache)()), ("_solver_cache", dict)):
+        if hasattr(clone, attr):
+            setattr(clone, attr, fresh())
+    return clone

@@ -26,7 +26,7 @@ def vec_f(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(B, *shape) -> (B, size), each element flattened in column-major order."""
     batch = values.shape[0]
     axes = (0, *range(values.ndim - 1, 0, -1))
-    return np.transpose(values, axes).reshape(batch, -1)
+    return np.transpose(values, axes).reshape(batch, int(np.prod(shape, dtype=int)))
 
 
 def unvec_f(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ParameterError, SolverArgumentError
 from convexlayers.derivative import AbstractLinearSolver
 from convexlayers.jax import _rules  # noqa: F401  (registers batching and AD rules)
@@ -40,6 +41,11 @@ class CvxpyLayer:
             outputs and gradients accurate to near machine precision (a few extra linear
             solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
             True: every solve; False: never.
+        on_failure: "raise" (default): a call raises ``SolverError`` when some batch
+            elements have no solution; "nan": those elements get NaN outputs and zero
+            gradients, the rest is solved as usual, and ``layer.info.failed`` lists them.
+
+    The layer pickles and deep-copies; one layer may be called from several threads.
 
     Example:
         >>> import cvxpy as cp, jax.numpy as jnp
@@ -61,7 +67,9 @@ class CvxpyLayer:
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
         refine: bool | str = "auto",
+        on_failure: str = "raise",
     ) -> None:
+        self._info: SolveInfo | None = None
         self._map = SolutionMap(
             problem,
             parameters,
@@ -71,15 +79,23 @@ class CvxpyLayer:
             solver_args=solver_args,
             linear_solver=linear_solver,
             refine=refine,
+            on_failure=on_failure,
         )
 
     @property
     def info(self) -> SolveInfo | None:
-        """Diagnostics of the last executed call (under ``jit``: the last run, not trace)."""
-        return self._map.info
+        """Diagnostics of the last finished call (under ``jit``: the last run, not trace):
+        per-element status, iterations, times, residuals, and a derivative's if any."""
+        return self._info
+
+    def _record(self, info: SolveInfo) -> None:
+        self._info = info
 
     def __call__(
-        self, *params: jax.Array, solver_args: Mapping[str, Any] | None = None
+        self,
+        *params: jax.Array,
+        solver_args: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> tuple[jax.Array, ...]:
         """Solve for the given parameter values.
 
@@ -89,6 +105,7 @@ class CvxpyLayer:
             solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
                 ``{"solve_method": "ECOS"}``): static Python values, not traced; under
                 ``jax.jit`` close over them rather than passing them as jitted arguments.
+            on_failure: "raise" or "nan" for this call (default: the layer's); static.
 
         Returns:
             One array per requested variable, in the floating dtype of the inputs, with a
@@ -103,28 +120,43 @@ class CvxpyLayer:
                 error's type and message in its text.
         """
         self._map.batch_spec([None if p is None else np.shape(p) for p in params])
-        static = _static(solver_args)
+        static = (_static(solver_args), on_failure and check_on_failure(on_failure), self._record)
         self._map.backend(solver_args)  # validate before any work
-        arrays = [jnp.asarray(p) for p in params]
+        arrays = [_array(spec.name, p) for spec, p in zip(self._map.parameters, params,
+                                                           strict=True)]
         dtype = _float_dtype(arrays)
         return _solve(self._map, static, *(a.astype(dtype) for a in arrays))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _solve(smap: SolutionMap, solver_args: tuple, *params):
-    outs = solve_p.bind(*params, smap=smap, solver_args=solver_args)
+def _solve(smap: SolutionMap, static: tuple, *params):
+    solver_args, on_failure, record = static
+    outs = solve_p.bind(*params, smap=smap, solver_args=solver_args, on_failure=on_failure,
+                        record=record)
     return tuple(outs[: len(smap.outputs)])
 
 
 @_solve.defjvp
-def _solve_jvp(smap: SolutionMap, solver_args: tuple, primals, tangents):
+def _solve_jvp(smap: SolutionMap, static: tuple, primals, tangents):
     # The tangent map is the primitive jvp_p, linear in the tangents and transposable
     # to vjp_p: reverse mode comes from this rule, no separate custom_vjp is needed.
-    res = solve_p.bind(*primals, smap=smap, solver_args=solver_args)
+    solver_args, on_failure, record = static
+    res = solve_p.bind(*primals, smap=smap, solver_args=solver_args, on_failure=on_failure,
+                       record=record)
     k = len(smap.outputs)
     solver = smap.backend(dict(solver_args))[0].name
-    touts = jvp_p.bind(*primals, *res[k:], *tangents, smap=smap, solver=solver)
+    touts = jvp_p.bind(*primals, *res[k:], *tangents, smap=smap, solver=solver, record=record)
     return tuple(res[:k]), tuple(touts)
+
+
+def _array(name: str, value: Any) -> jax.Array:
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(
+            f"parameter '{name}': expected an array of numbers, received "
+            f"{type(value).__name__} ({err})."
+        ) from err
 
 
 def _static(solver_args: Mapping[str, Any] | None) -> tuple:

@@ -18,8 +18,10 @@ Why three primitives rather than one ``jax.pure_callback`` inside a ``custom_vjp
   (:class:`~convexlayers.ParameterError`, :class:`~convexlayers.SolverError`).
 
 The primitives' static parameters are the :class:`SolutionMap` (hashed by
-identity), the call's ``solver_args`` as a sorted tuple of items, and the name
-of the backend that produced the state (x, y, s) the derivatives need.
+identity), the call's ``solver_args`` as a sorted tuple of items and its
+``on_failure``, the name of the backend that produced the state (x, y, s and
+the forward's diagnostics) the derivatives need, and ``record``, the layer's
+method that keeps the diagnostics of the last call that ran.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from convexlayers._core import SolutionMap
+from convexlayers._core import STATE_SIZE, SolutionMap
 from convexlayers._errors import ConvexLayersError
 
 solve_p = Primitive("convexlayers_solve")
@@ -48,9 +50,9 @@ def state_dtype() -> np.dtype:
 
 
 def split_args(args, smap: SolutionMap):
-    """Operands of ``jvp_p``/``vjp_p`` -> (parameter values, [x, y, s], linear operands)."""
+    """Operands of ``jvp_p``/``vjp_p`` -> (parameter values, state, linear operands)."""
     k = len(smap.parameters)
-    return list(args[:k]), list(args[k : k + 3]), list(args[k + 3 :])
+    return list(args[:k]), list(args[k : k + STATE_SIZE]), list(args[k + STATE_SIZE :])
 
 
 def _f64(arrays) -> list[np.ndarray]:
@@ -58,37 +60,42 @@ def _f64(arrays) -> list[np.ndarray]:
 
 
 # -- host side (NumPy, float64) and the shapes it returns -----------------------------
-def _solve_host(*params, smap: SolutionMap, solver_args: tuple):
-    sol = smap.solve(_f64(params), dict(solver_args))
-    return [*sol.outputs, sol.x, sol.y, sol.s]
+def _solve_host(*params, smap: SolutionMap, solver_args: tuple, on_failure, record):
+    sol = smap.solve(_f64(params), dict(solver_args), on_failure)
+    record(sol.info)
+    return [*sol.outputs, *sol.state]
 
 
-def _solve_shapes(*params, smap: SolutionMap, solver_args: tuple):
+def _solve_shapes(*params, smap: SolutionMap, solver_args: tuple, on_failure, record):
     shapes = [tuple(p.shape) for p in params]
     size = smap.batch_spec(shapes).size
-    n, m = smap.state_sizes(smap.backend(dict(solver_args))[0].name)
+    state = smap.state_shapes(smap.backend(dict(solver_args))[0].name, size)
     dtype = params[0].dtype if params else state_dtype()
     outs = [ShapedArray(s, dtype) for s in smap.output_shapes(shapes)]
-    return [*outs, *(ShapedArray((size, k), state_dtype()) for k in (n, m, m))]
+    return [*outs, *(ShapedArray(s, state_dtype()) for s in state)]
 
 
-def _jvp_host(*args, smap: SolutionMap, solver: str):
-    params, (x, y, s), tangents = split_args(args, smap)
-    return smap.jvp(_f64(params), *_f64([x, y, s]), _f64(tangents), solver)
+def _jvp_host(*args, smap: SolutionMap, solver: str, record):
+    params, state, tangents = split_args(args, smap)
+    touts, info = smap.jvp(_f64(params), _f64(state), _f64(tangents), solver)
+    record(info)
+    return touts
 
 
-def _jvp_shapes(*args, smap: SolutionMap, solver: str):
+def _jvp_shapes(*args, smap: SolutionMap, solver: str, record):
     params, _, tangents = split_args(args, smap)
     shapes = smap.output_shapes([tuple(p.shape) for p in params])
     return [ShapedArray(s, tangents[0].dtype) for s in shapes]
 
 
-def _vjp_host(*args, smap: SolutionMap, solver: str):
-    params, (x, y, s), cotangents = split_args(args, smap)
-    return smap.vjp(_f64(params), *_f64([x, y, s]), _f64(cotangents), solver)
+def _vjp_host(*args, smap: SolutionMap, solver: str, record):
+    params, state, cotangents = split_args(args, smap)
+    grads, info = smap.vjp(_f64(params), _f64(state), _f64(cotangents), solver)
+    record(info)
+    return grads
 
 
-def _vjp_shapes(*args, smap: SolutionMap, solver: str):
+def _vjp_shapes(*args, smap: SolutionMap, solver: str, record):
     params, _, cotangents = split_args(args, smap)
     return [ShapedArray(p.shape, cotangents[0].dtype) for p in params]
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
-from convexlayers._core import SolutionMap
+from convexlayers._core import STATE_SIZE, SolutionMap
 from convexlayers.jax._primitives import jvp_p, solve_p, split_args, vjp_p
 
 _NOT_MAPPED = None  # how a batching rule is told that an operand is not vmapped
+_STATE = [True] * STATE_SIZE  # the state operands always carry the batch axis
 
 _SECOND_ORDER = (
     "convexlayers.jax differentiates the solution map to first order only: "
@@ -62,43 +63,40 @@ class _Merge:
         return [self.merge(a, d, b) for a, d, b in zip(args, dims, batched, strict=True)]
 
 
-def _solve_batch(args, dims, *, smap: SolutionMap, solver_args: tuple):
+def _solve_batch(args, dims, *, smap: SolutionMap, **params):
     mb = _Merge(smap, args, dims)
-    outs = solve_p.bind(*mb.merge_all(args, dims, mb.spec.per_param),
-                        smap=smap, solver_args=solver_args)
+    outs = solve_p.bind(*mb.merge_all(args, dims, mb.spec.per_param), smap=smap, **params)
     k = len(smap.outputs)
     res = [mb.split(o, mb.spec.batched) for o in outs[:k]] + [mb.split(o, True) for o in outs[k:]]
     return res, [0] * len(res)
 
 
-def _jvp_batch(args, dims, *, smap: SolutionMap, solver: str):
+def _jvp_batch(args, dims, *, smap: SolutionMap, **params):
     mb = _Merge(smap, args, dims)
     per = list(mb.spec.per_param)
-    outs = jvp_p.bind(*mb.merge_all(args, dims, [*per, True, True, True, *per]),
-                      smap=smap, solver=solver)
+    outs = jvp_p.bind(*mb.merge_all(args, dims, [*per, *_STATE, *per]), smap=smap, **params)
     return [mb.split(o, mb.spec.batched) for o in outs], [0] * len(outs)
 
 
-def _vjp_batch(args, dims, *, smap: SolutionMap, solver: str):
+def _vjp_batch(args, dims, *, smap: SolutionMap, **params):
     mb = _Merge(smap, args, dims)
     per, outs = list(mb.spec.per_param), [mb.spec.batched] * len(smap.outputs)
-    grads = vjp_p.bind(*mb.merge_all(args, dims, [*per, True, True, True, *outs]),
-                       smap=smap, solver=solver)
+    grads = vjp_p.bind(*mb.merge_all(args, dims, [*per, *_STATE, *outs]), smap=smap, **params)
     return [mb.split(g, b) for g, b in zip(grads, per, strict=True)], [0] * len(grads)
 
 
 def _transpose_to(other):
     """Transpose rule of a primitive linear in its last operands: bind ``other``."""
 
-    def rule(cts, *args, smap: SolutionMap, solver: str):
+    def rule(cts, *args, smap: SolutionMap, **static):
         params, state, linear = split_args(args, smap)
         if any(ad.is_undefined_primal(a) for a in params + state):
             raise NotImplementedError(_SECOND_ORDER)
-        nones = [None] * (len(params) + 3)
+        nones = [None] * (len(params) + STATE_SIZE)
         if all(type(ct) is ad.Zero for ct in cts):
             return [*nones, *([None] * len(linear))]
         cts = [ad.instantiate_zeros(ct) for ct in cts]
-        res = other.bind(*params, *state, *cts, smap=smap, solver=solver)
+        res = other.bind(*params, *state, *cts, smap=smap, **static)
         return [*nones, *(r if ad.is_undefined_primal(a) else None
                           for r, a in zip(res, linear, strict=True))]
 
@@ -108,13 +106,13 @@ def _transpose_to(other):
 def _linear_jvp(prim):
     """JVP of a primitive linear in its last operands, at fixed parameters and state."""
 
-    def rule(primals, tangents, *, smap: SolutionMap, solver: str):
-        k = len(smap.parameters) + 3
+    def rule(primals, tangents, *, smap: SolutionMap, **static):
+        k = len(smap.parameters) + STATE_SIZE
         if any(type(t) is not ad.Zero for t in tangents[:k]):
             raise NotImplementedError(_SECOND_ORDER)
-        out = prim.bind(*primals, smap=smap, solver=solver)
+        out = prim.bind(*primals, smap=smap, **static)
         lin = [ad.instantiate_zeros(t) for t in tangents[k:]]
-        return out, prim.bind(*primals[:k], *lin, smap=smap, solver=solver)
+        return out, prim.bind(*primals[:k], *lin, smap=smap, **static)
 
     return rule
 

@@ -64,13 +64,19 @@ class SolverStatus(enum.Enum):
         """Whether x, y, s are a (possibly inaccurate) primal-dual solution."""
         return self in (SolverStatus.OPTIMAL, SolverStatus.OPTIMAL_INACCURATE)
 
+    @property
+    def has_iterate(self) -> bool:
+        """Whether x, y, s are returned: a solution, or the last iterate of a solve stopped
+        by its iteration or time limit (an inaccurate point, polished and flagged)."""
+        return self.has_solution or self in (SolverStatus.MAX_ITERATIONS, SolverStatus.TIME_LIMIT)
+
 
 @dataclass(frozen=True)
 class SolveResult:
     """Result of one solve.
 
     Attributes:
-        x: (n,) primal solution, or None when ``status.has_solution`` is False.
+        x: (n,) primal solution (or last iterate), None when ``status.has_iterate`` is False.
         y: (m,) dual solution in K*, or None.
         s: (m,) primal slack in K, or None.
         status: outcome.

@@ -114,7 +114,7 @@ class ClarabelSolver(AbstractSolver):
         message = str(solution.status)
         status = _STATUS.get(message, SolverStatus.UNKNOWN)
         x = y = s = None
-        if status.has_solution:
+        if status.has_iterate:
             x = np.array(solution.x, dtype=np.float64)
             y = np.array(solution.z, dtype=np.float64)
             s = np.array(solution.s, dtype=np.float64)

@@ -110,7 +110,7 @@ class ECOSSolver(AbstractSolver):
         info = result["info"]
         status = _STATUS.get(int(info["exitFlag"]), SolverStatus.UNKNOWN)
         x = y = s = None
-        if status.has_solution:
+        if status.has_iterate:
             x = np.array(result["x"][:n], dtype=np.float64)
             y = np.empty(m)
             s = np.zeros(m)

@@ -139,7 +139,7 @@ class SCSSolver(AbstractSolver):
         info = result["info"]
         status = _STATUS.get(int(info["status_val"]), SolverStatus.UNKNOWN)
         x = y = s = None
-        if status.has_solution:
+        if status.has_iterate:
             x = np.array(result["x"][:n], dtype=np.float64)
             y = np.empty(m)
             s = np.empty(m)

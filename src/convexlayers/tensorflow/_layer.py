@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ConvexLayersError, ParameterError
 from convexlayers.derivative import AbstractLinearSolver
 from convexlayers.tensorflow._ops import check_not_xla, solve
@@ -27,7 +28,7 @@ class CvxpyLayer(keras.layers.Layer):
     ``keras.layers.Layer`` it is tracked as a sublayer, and its ``supports_jit =
     False`` keeps ``model.compile(jit_compile="auto")`` from trying to compile the
     Python solver with XLA. A CVXPY problem has no Keras config, so to save a model,
-    build the problem inside your own layer from plain values (see docs/tensorflow.md).
+    build the problem inside your own layer from plain values (README: TensorFlow > Keras).
 
     Args:
         problem: a CVXPY problem that is DPP (``problem.is_dpp()``), or with
@@ -44,7 +45,12 @@ class CvxpyLayer(keras.layers.Layer):
             outputs and gradients accurate to near machine precision (a few extra linear
             solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
             True: every solve; False: never.
+        on_failure: "raise" (default): a call raises ``SolverError`` when some batch
+            elements have no solution; "nan": those elements get NaN outputs and zero
+            gradients, the rest is solved as usual, and ``layer.info.failed`` lists them.
         name: the Keras layer name.
+
+    The layer pickles and deep-copies; one layer may be called from several threads.
 
     Example:
         >>> import cvxpy as cp, tensorflow as tf
@@ -66,11 +72,12 @@ class CvxpyLayer(keras.layers.Layer):
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
         refine: bool | str = "auto",
+        on_failure: str = "raise",
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name, autocast=False)
-        self._map = SolutionMap(
+        smap = SolutionMap(
             problem,
             parameters,
             variables,
@@ -79,9 +86,20 @@ class CvxpyLayer(keras.layers.Layer):
             solver_args=solver_args,
             linear_solver=linear_solver,
             refine=refine,
+            on_failure=on_failure,
         )
+        self._adopt(smap)
+
+    def _adopt(self, smap: SolutionMap) -> None:
+        self._info: SolveInfo | None = None
+        self._map = smap
         self.supports_jit = False  # a Python callback has no XLA kernel
         self.built = True  # no weights: nothing to build
+
+    def __reduce__(self) -> tuple:
+        # pickle and copy.deepcopy: the compiled solution map travels, not a Keras config
+        # (Keras' own __reduce__ would save a whole model, which needs get_config).
+        return (_restore, (self._map, self.name))
 
     @property
     def info(self) -> SolveInfo | None:
@@ -90,11 +108,18 @@ class CvxpyLayer(keras.layers.Layer):
         In a graph this is the last call that ran, not the last one traced; the
         derivative residuals appear once a gradient has been computed.
         """
-        return self._map.info
+        return self._info
+
+    def _record(self, info: SolveInfo) -> None:
+        self._info = info
 
     @tf.autograph.experimental.do_not_convert  # plain Python: nothing for AutoGraph to do
     def __call__(
-        self, *params: Any, solver_args: Mapping[str, Any] | None = None, training: Any = None
+        self,
+        *params: Any,
+        solver_args: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
+        training: Any = None,
     ) -> tuple[tf.Tensor, ...]:
         """Solve for the given parameter values; see :meth:`call`.
 
@@ -105,12 +130,15 @@ class CvxpyLayer(keras.layers.Layer):
         """
         del training
         if any(isinstance(p, keras.KerasTensor) for p in params):
-            return super().__call__(*params, solver_args=solver_args)
-        return self.call(*params, solver_args=solver_args)
+            return super().__call__(*params, solver_args=solver_args, on_failure=on_failure)
+        return self.call(*params, solver_args=solver_args, on_failure=on_failure)
 
     @tf.autograph.experimental.do_not_convert
     def call(
-        self, *params: Any, solver_args: Mapping[str, Any] | None = None
+        self,
+        *params: Any,
+        solver_args: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> tuple[tf.Tensor, ...]:
         """Solve for the given parameter values.
 
@@ -119,6 +147,7 @@ class CvxpyLayer(keras.layers.Layer):
                 parameter's shape or with a leading batch dimension.
             solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
                 ``{"solve_method": "ECOS"}``).
+            on_failure: "raise" or "nan" for this call (default: the layer's).
 
         Returns:
             One tensor per requested variable, with a leading batch dimension if any
@@ -144,6 +173,8 @@ class CvxpyLayer(keras.layers.Layer):
                                                       for t in tensors])
             _check_real(self._map, tensors)
             self._map.backend(solver_args)
+            if on_failure is not None:
+                check_on_failure(on_failure)
             check_not_xla()
         except ConvexLayersError as err:
             # Raised while tracing, AutoGraph would turn it into a StagingError; this
@@ -151,7 +182,8 @@ class CvxpyLayer(keras.layers.Layer):
             err.ag_pass_through = True
             raise
         dtype = _result_dtype(tensors)
-        outputs = solve(self._map, [tf.cast(t, tf.float64) for t in tensors], solver_args, shapes)
+        outputs = solve(self._map, self._record, [tf.cast(t, tf.float64) for t in tensors],
+                        (solver_args, on_failure), shapes)
         return tuple(tf.cast(o, dtype) for o in outputs)
 
     def get_config(self) -> dict[str, Any]:
@@ -164,8 +196,15 @@ class CvxpyLayer(keras.layers.Layer):
             "CvxpyLayer has no Keras config: a CVXPY problem cannot be serialized. To save "
             "a model, wrap the layer in your own keras.layers.Layer whose __init__ builds "
             "the problem from plain values and whose get_config returns those values "
-            "(see docs/tensorflow.md)."
+            "(see the README, section TensorFlow > Keras)."
         )
+
+
+def _restore(smap: SolutionMap, name: str) -> CvxpyLayer:
+    layer = CvxpyLayer.__new__(CvxpyLayer)
+    keras.layers.Layer.__init__(layer, name=name, autocast=False)
+    layer._adopt(smap)
+    return layer
 
 
 def _check_real(smap: SolutionMap, tensors: Sequence[tf.Tensor]) -> None:

@@ -14,13 +14,13 @@ Everything here is float64; the layer casts at the boundary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from convexlayers._core import SolutionMap
+from convexlayers._core import STATE_SIZE, SolutionMap, SolveInfo
 from convexlayers._errors import ConvexLayersError
 
 try:  # private, but the only way to see an enclosing jit_compile=True while tracing
@@ -48,33 +48,38 @@ def check_not_xla() -> None:
 
 def solve(
     smap: SolutionMap,
+    record: Callable[[SolveInfo], None],
     params: Sequence[tf.Tensor],
-    solver_args: Mapping[str, Any] | None,
+    options: tuple[Mapping[str, Any] | None, str | None],
     output_shapes: Sequence[tf.TensorShape],
 ) -> list[tf.Tensor]:
     """Differentiable solve: float64 parameter tensors -> float64 output tensors.
 
     Args:
         smap: the layer's solution map.
+        record: called with each finished call's diagnostics (forward, then backward).
         params: one float64 tensor per parameter.
-        solver_args: this call's settings (already validated; captured by value).
+        options: this call's ``solver_args`` and ``on_failure`` (already validated;
+            captured by value).
         output_shapes: static shapes to give the outputs.
 
     Returns:
         One tensor per output of ``smap``.
     """
-    solver_args = dict(solver_args or {})
+    solver_args, on_failure = dict(options[0] or {}), options[1]
     solver = smap.backend(solver_args)[0].name
     num_outputs = len(smap.outputs)
 
     def forward(*values):
-        sol = smap.solve(list(values), solver_args)
-        return _float64([*sol.outputs, sol.x, sol.y, sol.s])
+        sol = smap.solve(list(values), solver_args, on_failure)
+        record(sol.info)
+        return _float64([*sol.outputs, *sol.state])
 
     @tf.custom_gradient
     def op(*params):
         results = tf.numpy_function(
-            forward, list(params), [tf.float64] * (num_outputs + 3), name="cvxpy_solve"
+            forward, list(params), [tf.float64] * (num_outputs + STATE_SIZE),
+            name="cvxpy_solve",
         )
         outputs, state = list(results[:num_outputs]), list(results[num_outputs:])
         for out, shape in zip(outputs, output_shapes, strict=True):
@@ -82,7 +87,7 @@ def solve(
 
         def grad(*cotangents):
             cotangents = [_dense(c, o) for c, o in zip(cotangents, outputs, strict=True)]
-            return vjp(smap, solver, list(params), state, cotangents)
+            return vjp(smap, record, solver, list(params), state, cotangents)
 
         return outputs, grad
 
@@ -101,6 +106,7 @@ def _dense(cotangent, output: tf.Tensor) -> tf.Tensor:
 
 def vjp(
     smap: SolutionMap,
+    record: Callable[[SolveInfo], None],
     solver: str,
     params: list[tf.Tensor],
     state: list[tf.Tensor],
@@ -110,8 +116,10 @@ def vjp(
     k = len(params)
 
     def backward(*arrays):
-        values, (x, y, s), cots = arrays[:k], arrays[k : k + 3], arrays[k + 3 :]
-        return _float64(smap.vjp(list(values), x, y, s, list(cots), solver))
+        values, state = arrays[:k], arrays[k : k + STATE_SIZE]
+        grads, info = smap.vjp(list(values), list(state), list(arrays[k + STATE_SIZE :]), solver)
+        record(info)
+        return _float64(grads)
 
     @tf.custom_gradient
     def op(*inputs):

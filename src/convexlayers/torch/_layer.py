@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,9 +9,10 @@ import cvxpy as cp
 import torch
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ParameterError, SolverArgumentError
 from convexlayers.derivative import AbstractLinearSolver
-from convexlayers.torch._ops import register, solve_op
+from convexlayers.torch._ops import encode, register, solve_op
 
 
 class CvxpyLayer(torch.nn.Module):
@@ -36,6 +36,13 @@ class CvxpyLayer(torch.nn.Module):
             outputs and gradients accurate to near machine precision (a few extra linear
             solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
             True: every solve; False: never.
+        on_failure: "raise" (default): a call raises ``SolverError`` when some batch
+            elements have no solution; "nan": those elements get NaN outputs and zero
+            gradients, the rest of the batch is solved and differentiated as usual, and
+            ``layer.info.failed`` lists them. A call's ``on_failure`` overrides it.
+
+    The layer pickles and deep-copies (``torch.save(model)``, ``copy.deepcopy``); one
+    layer may be called from several threads at once.
 
     Example:
         >>> import cvxpy as cp, torch
@@ -57,8 +64,10 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
         refine: bool | str = "auto",
+        on_failure: str = "raise",
     ) -> None:
         super().__init__()
+        self._info: SolveInfo | None = None
         self._map = SolutionMap(
             problem,
             parameters,
@@ -68,16 +77,34 @@ class CvxpyLayer(torch.nn.Module):
             solver_args=solver_args,
             linear_solver=linear_solver,
             refine=refine,
+            on_failure=on_failure,
         )
-        self._handle = register(self._map, self)
+        self._handle = register(self)
 
     @property
     def info(self) -> SolveInfo | None:
-        """Diagnostics of the last call: per-element status, iterations, times, residuals."""
-        return self._map.info
+        """Diagnostics of the last finished call (forward, or backward with its forward):
+        per-element status, iterations, times, residuals, and the derivative's."""
+        return self._info
+
+    def _record(self, info: SolveInfo) -> None:
+        self._info = info
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The handle names this instance in the op registry; a copy registers itself.
+        state = super().__getstate__()
+        state.pop("_handle", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._handle = register(self)
 
     def forward(
-        self, *params: torch.Tensor, solver_args: Mapping[str, Any] | None = None
+        self,
+        *params: torch.Tensor,
+        solver_args: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Solve for the given parameter values.
 
@@ -86,18 +113,49 @@ class CvxpyLayer(torch.nn.Module):
                 batch dimension.
             solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
                 ``{"solve_method": "ECOS"}``).
+            on_failure: "raise" or "nan" for this call (default: the layer's).
 
         Returns:
             One tensor per requested variable, in the dtype and on the device of the inputs,
             with a leading batch dimension if any input had one.
         """
-        self._map.batch_spec([None if p is None else tuple(p.shape) for p in params])
+        tensors = _tensors(self._map, params)
+        self._map.batch_spec([tuple(t.shape) for t in tensors])
         self._map.backend(solver_args)  # validate before any work
-        tensors = [p if isinstance(p, torch.Tensor) else torch.as_tensor(p) for p in params]
+        options = _encode(solver_args, on_failure)
         dtype, device = _common_dtype_device(tensors)
         cpu = [t.to(device="cpu", dtype=torch.float64) for t in tensors]
-        results = solve_op(cpu, self._handle, _encode(solver_args))
+        results = solve_op(cpu, self._handle, options)
         return tuple(r.to(device=device, dtype=dtype) for r in results[: len(self._map.outputs)])
+
+
+def _tensors(smap: SolutionMap, params: Sequence[Any]) -> list[torch.Tensor]:
+    """Parameter values as real tensors (Python numbers and nested lists accepted)."""
+    if len(params) != len(smap.parameters):
+        smap.batch_spec([()] * len(params))  # the count error
+    tensors = []
+    for spec, p in zip(smap.parameters, params, strict=True):
+        if p is None:
+            raise ParameterError(
+                f"parameter '{spec.name}': received None; pass a tensor of shape {spec.shape}."
+            )
+        try:
+            t = p if isinstance(p, torch.Tensor) else torch.as_tensor(p)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ParameterError(
+                f"parameter '{spec.name}': expected a tensor or array of numbers, received "
+                f"{type(p).__name__} ({err})."
+            ) from err
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in _REAL_INTEGRAL):
+            raise ParameterError(
+                f"parameter '{spec.name}': expected real numbers, received a {t.dtype} "
+                "tensor; pass a real floating-point tensor."
+            )
+        tensors.append(t)
+    return tensors
+
+
+_REAL_INTEGRAL = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, torch.device]:
@@ -115,12 +173,12 @@ def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, 
     return dtype, device
 
 
-def _encode(solver_args: Mapping[str, Any] | None) -> str:
-    """Per-call solver settings as a JSON string, the form a custom op can take."""
-    if not solver_args:
-        return "{}"
+def _encode(solver_args: Mapping[str, Any] | None, on_failure: str | None) -> str:
+    """Per-call options as a JSON string, the form a custom op can take."""
+    if on_failure is not None:
+        check_on_failure(on_failure)
     try:
-        return json.dumps(dict(solver_args), sort_keys=True)
+        return encode(solver_args, on_failure)
     except TypeError as err:
         raise SolverArgumentError(
             f"solver_args: values must be plain numbers, strings or booleans ({err})."

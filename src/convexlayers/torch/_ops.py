@@ -4,7 +4,10 @@ Registering the solve as an opaque custom op with an autograd formula lets
 ``torch.compile`` keep a model with the layer in one graph: the op runs the
 NumPy solver on CPU in float64 and its fake implementation gives the output
 shapes. Layers are found through an integer handle, because custom ops take
-tensors and plain values only.
+tensors and plain values only; a copied or unpickled layer registers itself
+anew. The op records each call's diagnostics on its layer when it finishes;
+what the backward needs (the solver state and the forward's diagnostics)
+travels as tensors saved for backward, so calls never mix.
 """
 
 from __future__ import annotations
@@ -12,26 +15,63 @@ from __future__ import annotations
 import itertools
 import json
 import weakref
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from convexlayers._core import SolutionMap
+from convexlayers._core import STATE_SIZE, SolutionMap, SolveInfo
 
 _LAYERS: dict[int, weakref.ref] = {}
 _COUNTER = itertools.count()
 
+_SECOND_ORDER = (
+    "CvxpyLayer has first derivatives only: a gradient of its gradient (create_graph=True "
+    "followed by another backward, torch.autograd.functional.hessian, gradient penalties) "
+    "is not implemented."
+)
 
-def register(solution_map: SolutionMap, owner: object) -> int:
-    """Register a layer's solution map; the entry goes when ``owner`` is collected."""
+
+class _Layer(Protocol):
+    _map: SolutionMap
+
+    def _record(self, info: SolveInfo) -> None: ...
+
+
+def register(layer: Any) -> int:
+    """Register a layer; its entry goes when the layer is collected."""
     handle = next(_COUNTER)
-    _LAYERS[handle] = weakref.ref(solution_map)
-    weakref.finalize(owner, _LAYERS.pop, handle, None)
+    _LAYERS[handle] = weakref.ref(layer)
+    weakref.finalize(layer, _LAYERS.pop, handle, None)
     return handle
 
 
-def _lookup(handle: int) -> SolutionMap:
-    return _LAYERS[handle]()
+def _lookup(handle: int) -> _Layer:
+    layer = _LAYERS.get(handle)
+    layer = None if layer is None else layer()
+    if layer is None:
+        raise RuntimeError(
+            "this CvxpyLayer call refers to a layer that no longer exists (it was garbage-"
+            "collected); keep a reference to the layer while its outputs are in use."
+        )
+    return layer
+
+
+def encode(solver_args: Any, on_failure: str | None) -> str:
+    """A call's options as a JSON string, the form a custom op can take.
+
+    The usual call has none: a constant string then, which ``torch.compile`` traces
+    without stepping into the JSON encoder.
+    """
+    if not solver_args and on_failure is None:
+        return "{}"
+    return json.dumps({"solver_args": dict(solver_args or {}), "on_failure": on_failure},
+                      sort_keys=True)
+
+
+def _decode(options: str) -> tuple[dict, str | None]:
+    opts = json.loads(options)
+    return opts.get("solver_args", {}), opts.get("on_failure")
 
 
 def _np(tensors: list[torch.Tensor]) -> list[np.ndarray]:
@@ -43,22 +83,22 @@ def _torch(arrays) -> list[torch.Tensor]:
 
 
 @torch.library.custom_op("convexlayers::solve", mutates_args=())
-def solve_op(
-    params: list[torch.Tensor], handle: int, solver_args: str
-) -> list[torch.Tensor]:
-    """float64 CPU parameter values -> outputs, then x, y, s (the state for backward)."""
-    sol = _lookup(handle).solve(_np(params), json.loads(solver_args))
-    return _torch([*sol.outputs, sol.x, sol.y, sol.s])
+def solve_op(params: list[torch.Tensor], handle: int, options: str) -> list[torch.Tensor]:
+    """float64 CPU parameter values -> outputs, then the state for the backward pass."""
+    layer = _lookup(handle)
+    solver_args, on_failure = _decode(options)
+    sol = layer._map.solve(_np(params), solver_args, on_failure)
+    layer._record(sol.info)
+    return _torch([*sol.outputs, *sol.state])
 
 
 @solve_op.register_fake
-def _(params, handle, solver_args):
-    smap = _lookup(handle)
+def _(params, handle, options):
+    smap = _lookup(handle)._map
     shapes = [tuple(p.shape) for p in params]
     batch = smap.batch_spec(shapes).size
-    backend, _ = smap.backend(json.loads(solver_args))
-    n, m = smap.state_sizes(backend.name)
-    state = [(batch, n), (batch, m), (batch, m)]
+    backend, _ = smap.backend(_decode(options)[0])
+    state = smap.state_shapes(backend.name, batch)
     return [params[0].new_empty(s) for s in [*smap.output_shapes(shapes), *state]]
 
 
@@ -71,8 +111,9 @@ def solve_vjp_op(
     solver: str,
 ) -> list[torch.Tensor]:
     """Cotangents of the outputs -> cotangents of the parameter values."""
-    x, y, s = _np(state)
-    grads = _lookup(handle).vjp(_np(params), x, y, s, _np(cotangents), solver)
+    layer = _lookup(handle)
+    grads, info = layer._map.vjp(_np(params), _np(state), _np(cotangents), solver)
+    layer._record(info)
     return _torch(grads)
 
 
@@ -82,19 +123,20 @@ def _(params, state, cotangents, handle, solver):
 
 
 def _setup_context(ctx, inputs, output):
-    params, handle, solver_args = inputs
-    smap = _lookup(handle)
+    params, handle, options = inputs
+    smap = _lookup(handle)._map
     ctx.num_outputs = len(smap.outputs)
     ctx.save_for_backward(*params, *output[len(smap.outputs):])
     ctx.num_params = len(params)
     ctx.handle = handle
-    ctx.solver = smap.backend(json.loads(solver_args))[0].name
+    ctx.solver = smap.backend(_decode(options)[0])[0].name
 
 
 def _backward(ctx, grads):
     saved = ctx.saved_tensors
     params, state = list(saved[: ctx.num_params]), list(saved[ctx.num_params :])
-    shapes = _lookup(ctx.handle).output_shapes([tuple(p.shape) for p in params])
+    assert len(state) == STATE_SIZE
+    shapes = _lookup(ctx.handle)._map.output_shapes([tuple(p.shape) for p in params])
     cotangents = [
         params[0].new_zeros(shape) if g is None else g
         for g, shape in zip(grads[: ctx.num_outputs], shapes, strict=True)
@@ -103,4 +145,9 @@ def _backward(ctx, grads):
     return gparams, None, None
 
 
+def _no_second_order(ctx, grads):
+    raise NotImplementedError(_SECOND_ORDER)
+
+
 solve_op.register_autograd(_backward, setup_context=_setup_context)
+solve_vjp_op.register_autograd(_no_second_order, setup_context=lambda ctx, inputs, output: None)
