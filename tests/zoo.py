@@ -209,3 +209,18 @@ def unbounded():
     x = cp.Variable()
     c = cp.Parameter(name="c")
     return cp.Problem(cp.Minimize(c * x), [x >= 0]), [c], [x]
+
+
+def box_qp():
+    """min ½‖x − c‖² s.t. x ≥ lo, 1ᵀx ≤ h: infeasible when 1ᵀlo > h."""
+    x = cp.Variable(3)
+    c, lo, h = cp.Parameter(3, name="c"), cp.Parameter(3, name="lo"), cp.Parameter(name="h")
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - c)), [x >= lo, cp.sum(x) <= h])
+    return prob, [c, lo, h], [x]
+
+
+def box_qp_values(batch: int, rng: np.random.Generator, infeasible=()) -> list[np.ndarray]:
+    """Values for :func:`box_qp`; the elements listed in ``infeasible`` have no solution."""
+    h = np.ones(batch)
+    h[list(infeasible)] = -10.0
+    return [rng.standard_normal((batch, 3)), rng.uniform(-2, -1, (batch, 3)), h]

@@ -11,7 +11,6 @@ back to the user's variables and constraint duals.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,44 +27,47 @@ from convexlayers._errors import ProblemError
 _CONE_CONSTRAINTS = {"soc": SOC, "exp": ExpCone, "power": PowCone3D, "psd": SvecPSD}
 
 
-@functools.cache
-def _target_class(quadratic: bool, cones: frozenset[str]) -> type[ConicSolver]:
-    """A CVXPY conic "solver" describing our canonical form restricted to ``cones``."""
-    supported = ConicSolver.SUPPORTED_CONSTRAINTS + [
-        con for name, con in _CONE_CONSTRAINTS.items() if name in cones
-    ]
+class _Target(ConicSolver):
+    """A CVXPY conic "solver" describing our canonical form restricted to ``cones``.
 
-    class _Target(ConicSolver):
-        MIP_CAPABLE = False
-        SUPPORTED_CONSTRAINTS: ClassVar[list] = supported
-        PSD_TRIANGLE_KIND = TriangleKind.UPPER
-        PSD_SQRT2_SCALING = True
-        EXP_CONE_ORDER: ClassVar[list[int]] = [0, 1, 2]  # CVXPY's orientation is ours
+    A module-level class configured per instance, so that a problem whose CVXPY cache
+    holds it (after we canonicalize it) still pickles.
+    """
 
-        def name(self) -> str:
-            return "CONVEXLAYERS_CANONICAL"
+    MIP_CAPABLE = False
+    PSD_TRIANGLE_KIND = TriangleKind.UPPER
+    PSD_SQRT2_SCALING = True
+    EXP_CONE_ORDER: ClassVar[list[int]] = [0, 1, 2]  # CVXPY's orientation is ours
 
-        def import_solver(self) -> None:
-            return None
+    def __init__(self, quadratic: bool, cones: frozenset[str]) -> None:
+        super().__init__()
+        self.quadratic = quadratic
+        self.SUPPORTED_CONSTRAINTS = ConicSolver.SUPPORTED_CONSTRAINTS + [
+            con for name, con in _CONE_CONSTRAINTS.items() if name in cones
+        ]
 
-        def cite(self, data: Any) -> str:
-            return ""
+    def name(self) -> str:
+        return "CONVEXLAYERS_CANONICAL"
 
-        def supports_quad_obj(self) -> bool:
-            return quadratic
+    def import_solver(self) -> None:
+        return None
 
-        def apply(self, problem: Any) -> tuple[dict, dict]:
-            # Format the cone rows only; parameter values are never read.
-            problem, data, inverse_data = self._prepare_data_and_inv_data(problem)
-            return data, inverse_data
+    def cite(self, data: Any) -> str:
+        return ""
 
-        def solve_via_data(self, *args: Any, **kwargs: Any) -> Any:
-            raise NotImplementedError("the canonical target only canonicalizes")
+    def supports_quad_obj(self) -> bool:
+        return self.quadratic
 
-        def invert(self, solution: Any, inverse_data: Any) -> Any:
-            raise NotImplementedError("the canonical target only canonicalizes")
+    def apply(self, problem: Any) -> tuple[dict, dict]:
+        # Format the cone rows only; parameter values are never read.
+        problem, data, inverse_data = self._prepare_data_and_inv_data(problem)
+        return data, inverse_data
 
-    return _Target
+    def solve_via_data(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("the canonical target only canonicalizes")
+
+    def invert(self, solution: Any, inverse_data: Any) -> Any:
+        raise NotImplementedError("the canonical target only canonicalizes")
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def canonicalize(
     Raises:
         ProblemError: if the problem needs a cone the solver does not support.
     """
-    target = _target_class(quadratic, cones)()
+    target = _Target(quadratic, cones)
     try:
         data, chain, inverse_data = problem.get_problem_data(
             solver=target, gp=gp, enforce_dpp=True, solver_opts={"use_quad_obj": quadratic}
