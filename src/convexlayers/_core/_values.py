@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from convexlayers._errors import ParameterError
 from convexlayers.compile import ParamSpec, unvec_f
@@ -20,7 +21,7 @@ _SIGNS = {
 }
 
 
-def _where(bad: np.ndarray, batched: bool) -> str:
+def _where(bad: npt.ArrayLike, batched: bool) -> str:
     idx = np.flatnonzero(bad)
     if not batched:
         return ""

@@ -12,7 +12,7 @@ back to the user's variables and constraint duals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cvxpy as cp
 import cvxpy.settings as cps
@@ -24,7 +24,12 @@ from cvxpy.utilities.psd_utils import TriangleKind
 
 from convexlayers._errors import ProblemError
 
-_CONE_CONSTRAINTS = {"soc": SOC, "exp": ExpCone, "power": PowCone3D, "psd": SvecPSD}
+if TYPE_CHECKING:
+    from cvxpy.constraints.constraint import Constraint
+
+_CONE_CONSTRAINTS: dict[str, type[Constraint]] = {
+    "soc": SOC, "exp": ExpCone, "power": PowCone3D, "psd": SvecPSD
+}
 
 
 class _Target(ConicSolver):
@@ -34,10 +39,12 @@ class _Target(ConicSolver):
     holds it (after we canonicalize it) still pickles.
     """
 
+    # The ignores: CVXPY's base classes set the last three to None (an instance variable
+    # of type None, to mypy). EXP_CONE_ORDER [0, 1, 2]: CVXPY's orientation is ours.
     MIP_CAPABLE = False
-    PSD_TRIANGLE_KIND = TriangleKind.UPPER
-    PSD_SQRT2_SCALING = True
-    EXP_CONE_ORDER: ClassVar[list[int]] = [0, 1, 2]  # CVXPY's orientation is ours
+    PSD_TRIANGLE_KIND = TriangleKind.UPPER  # type: ignore[assignment]
+    PSD_SQRT2_SCALING = True  # type: ignore[assignment]
+    EXP_CONE_ORDER: ClassVar[list[int]] = [0, 1, 2]  # type: ignore[misc,assignment]
 
     def __init__(self, quadratic: bool, cones: frozenset[str]) -> None:
         super().__init__()

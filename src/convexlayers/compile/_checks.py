@@ -69,7 +69,8 @@ def _check_dgp(problem: cp.Problem) -> None:
             "the DGP rules. Use pos=True variables and parameters, or drop gp=True if the "
             "problem is DCP."
         )
-    if not problem.is_dgp(dpp=True):
+    # CVXPY's @compute_once is typed as taking self only, hiding is_dgp/is_dpp's arguments.
+    if not problem.is_dgp(dpp=True):  # type: ignore[call-arg]
         where = _first_failure(problem, lambda e: e.is_dgp(dpp=True))
         raise ProblemError(
             f"problem: is DGP but not DPP: {where} uses parameters in a way the DPP "
@@ -84,7 +85,7 @@ def _check_dcp(problem: cp.Problem, quadratic: bool) -> None:
         raise ProblemError(f"problem: is not convex (DCP): {where} breaks the DCP rules.{hint}")
     if problem.is_dpp():
         return
-    if problem.is_dpp(quad_form_dpp="qp"):
+    if problem.is_dpp(quad_form_dpp="qp"):  # type: ignore[call-arg]  # see _check_dgp
         if quadratic:
             return
         raise ProblemError(

@@ -14,14 +14,19 @@ laid out as ``[P values | q | A values | b]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from convexlayers.cones import ConeDims
 from convexlayers.solvers._base import ConeProgram
+
+if TYPE_CHECKING:
+    from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +71,9 @@ class SparsePattern:
         return sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
 
     @staticmethod
-    def from_positions(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+    def from_positions(
+        rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+    ) -> SparsePattern:
         """Pattern of positions already sorted in column-major order."""
         indptr = np.zeros(shape[1] + 1, dtype=np.int64)
         np.add.at(indptr, cols + 1, 1)
@@ -79,7 +86,9 @@ def _scatter(index: np.ndarray, size: int) -> sp.csr_array:
     )
 
 
-def _compress(tensor: sp.sparray, keep: np.ndarray | None = None):
+def _compress(
+    tensor: sp.sparray, keep: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, sp.csr_array]:
     """Unique nonzero rows of a tensor (optionally restricted) and its compressed form."""
     coo = sp.coo_array(tensor)
     row, col, val = coo.row.astype(np.int64), coo.col, coo.data
@@ -103,7 +112,9 @@ def _row_block(tensor: sp.sparray, start: int, count: int) -> sp.csr_array:
     )
 
 
-def _quadratic_rows(tensor: sp.sparray | None, n: int, width: int):
+def _quadratic_rows(
+    tensor: sp.sparray | None, n: int, width: int
+) -> tuple[SparsePattern | None, sp.csr_array]:
     """Pattern of the upper triangle of P and the rows mapping parameters to its values.
 
     Only the symmetric part of P matters in ½xᵀPx, so the stored upper entry
@@ -178,7 +189,7 @@ class DataMap:
 
 
 def build_data_map(
-    param_prog: object,
+    param_prog: ParamConeProg,
     dims: ConeDims,
     L_lin: sp.csr_array,
     L_log: sp.csr_array | None,

@@ -15,8 +15,9 @@ before their triangle is taken, so that their gradient is symmetric too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import cvxpy as cp
 import numpy as np
@@ -25,6 +26,9 @@ from cvxpy.reductions.cvx_attr2constr import CvxAttr2Constr
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 
 from convexlayers._errors import ProblemError
+
+if TYPE_CHECKING:
+    from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 
 _SIGN_ATTRS = ("nonneg", "nonpos", "pos", "neg")
 _MATRIX_ATTRS = {"symmetric": "symmetric", "PSD": "psd", "NSD": "nsd", "diag": "diag"}
@@ -67,7 +71,8 @@ def _domain(p: cp.Parameter) -> frozenset[str]:
 
 
 def _bounds(p: cp.Parameter) -> tuple[np.ndarray, np.ndarray] | None:
-    bounds = p.attributes.get("bounds")
+    # CVXPY's attributes dict is inferred as holding the union of all its values' types.
+    bounds = cast("Iterable[Any] | None", p.attributes.get("bounds"))
     if bounds is None:
         return None
     lo, hi = (np.broadcast_to(np.asarray(b, dtype=float), p.shape) for b in bounds)
@@ -127,7 +132,7 @@ def reduced_parameter_maps(
     parameters: Sequence[cp.Parameter],
     specs: Sequence[ParamSpec],
     reductions: Sequence[object],
-    param_prog: object,
+    param_prog: ParamConeProg,
 ) -> tuple[sp.csr_array, sp.csr_array | None]:
     """Sparse (L_lin, L_log) with θ_red = L_lin θ + L_log log θ.
 
@@ -169,10 +174,10 @@ def reduced_parameter_maps(
 
 
 def _assemble(
-    sources: dict[int, tuple[str, sp.csr_array]], param_prog: object, total: int
+    sources: dict[int, tuple[str, sp.csr_array]], param_prog: ParamConeProg, total: int
 ) -> tuple[sp.csr_array, sp.csr_array | None]:
     n_red = param_prog.total_param_size
-    blocks = {"lin": [], "log": []}
+    blocks: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"lin": [], "log": []}
     for p in param_prog.parameters:
         if p.id not in sources:
             raise ProblemError(

@@ -294,7 +294,9 @@ def power_projection_jacobian(v: np.ndarray, alpha) -> np.ndarray:
     jac = diag[:, :, None] * np.eye(3)
     root = np.flatnonzero(region == _ROOT)
     if root.size:
-        logs = state.logs[:, root]
-        jac[root] = _power_root_jacobian(np.sign(u[root, 2]), *logs, a[root])  # z0 != 0
+        log_r, log_mu, log_x, log_y = state.logs[:, root]
+        jac[root] = _power_root_jacobian(  # z0 != 0
+            np.sign(u[root, 2]), log_r, log_mu, log_x, log_y, a[root]
+        )
     jac[~np.isfinite(proj[:, 0])] = np.nan
     return jac

@@ -181,7 +181,8 @@ def dual_projection_jacobian(dims: ConeDims, v: np.ndarray) -> ConeJacobian:
     diag[:, :nz] = 1.0
     diag[:, nz : nz + nn] = arr[:, nz : nz + nn] > 0
     diag[bad] = np.nan
-    stacks, blocks = [], []
+    stacks: list[tuple[int, np.ndarray]] = []
+    blocks: list[tuple[int, np.ndarray]] = []
     for kind, offset, size, count, alpha in _groups(dims):
         alphas = None if alpha is None else np.tile(alpha, batch)
         jac = _group_jacobian(kind, _stack(arr, offset, size, count), size, alphas)

@@ -54,7 +54,7 @@ class SolutionDerivative:
         self.linear_solver = linear_solver or AutoLinearSolver()
         self._D: ConeJacobian = dual_projection_jacobian(structure.dims, y - s)
         self._p_vals, _, self._a_vals, _ = structure.split(data)
-        self._J = None
+        self._J: np.ndarray | list[sp.csc_array] | None = None
         self.report: SolveReport | None = None
 
     @property
@@ -73,7 +73,7 @@ class SolutionDerivative:
         nnz_p = 0 if st.P is None else 2 * st.P.rows.size
         return nnz_p + st.A.rows.size + int(cum[diag_rows]) + mixed + int((sizes**2).sum()) + st.m
 
-    def _assemble(self):
+    def _assemble(self) -> np.ndarray | list[sp.csc_array]:
         st, N = self.structure, self.structure.n + self.structure.m
         if self.linear_solver.wants_dense(N, self._nnz()):
             J = np.zeros((self.batch, N, N))

@@ -98,7 +98,7 @@ def _batched_lu(J: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """LU for the whole batch; element by element if one of them is exactly singular."""
     try:
         z = np.linalg.solve(J, rhs)
-        return z, np.isfinite(z).all(axis=(1, 2))
+        return z, np.asarray(np.isfinite(z).all(axis=(1, 2)))
     except np.linalg.LinAlgError:
         z = np.zeros_like(rhs)
         direct = np.zeros(rhs.shape[0], dtype=bool)

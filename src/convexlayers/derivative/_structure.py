@@ -16,9 +16,13 @@ from convexlayers.cones import ConeDims
 
 
 class Pattern(Protocol):
-    """A fixed sparsity pattern (``compile.SparsePattern`` is one)."""
+    """A fixed sparsity pattern (``compile.SparsePattern`` is one).
 
-    shape: tuple[int, int]
+    Members are read-only properties, so frozen dataclasses and cached properties match.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
 
     @property
     def rows(self) -> np.ndarray: ...
@@ -39,13 +43,25 @@ class Pattern(Protocol):
 
 
 class Structure(Protocol):
-    """Sparsity and layout of the program data (a compiled ``DataMap`` is one)."""
+    """Sparsity and layout of the program data (a compiled ``DataMap`` is one).
 
-    n: int
-    m: int
-    dims: ConeDims
-    P: Pattern | None
-    A: Pattern
+    Members are read-only properties, so a frozen dataclass such as ``DataMap`` matches.
+    """
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def m(self) -> int: ...
+
+    @property
+    def dims(self) -> ConeDims: ...
+
+    @property
+    def P(self) -> Pattern | None: ...
+
+    @property
+    def A(self) -> Pattern: ...
 
     def split(self, data: np.ndarray) -> tuple[np.ndarray, ...]: ...
 

@@ -178,8 +178,9 @@ class CvxpyLayer(keras.layers.Layer):
             check_not_xla()
         except ConvexLayersError as err:
             # Raised while tracing, AutoGraph would turn it into a StagingError; this
-            # (AutoGraph's own) marker lets it through with its type.
-            err.ag_pass_through = True
+            # (AutoGraph's own) marker lets it through with its type. (AutoGraph reads it
+            # with getattr; our exception classes do not declare it.)
+            err.ag_pass_through = True  # type: ignore[attr-defined]
             raise
         dtype = _result_dtype(tensors)
         outputs = solve(self._map, self._record, [tf.cast(t, tf.float64) for t in tensors],

@@ -86,8 +86,8 @@ def solve(
             out.set_shape(shape)
 
         def grad(*cotangents):
-            cotangents = [_dense(c, o) for c, o in zip(cotangents, outputs, strict=True)]
-            return vjp(smap, record, solver, list(params), state, cotangents)
+            dense = [_dense(c, o) for c, o in zip(cotangents, outputs, strict=True)]
+            return vjp(smap, record, solver, list(params), state, dense)
 
         return outputs, grad
 

@@ -40,8 +40,9 @@ def static_output_shapes(
     if any(s is None for s in shapes):
         smap.batch_spec([None if s is None else p.shape
                          for s, p in zip(shapes, specs, strict=True)])
-    known = [_checkable(s, p.shape) for s, p in zip(shapes, specs, strict=True)]
-    if all(k is not None for k in known):
+    checkable = [_checkable(s, p.shape) for s, p in zip(shapes, specs, strict=True)]
+    known = [k for k in checkable if k is not None]
+    if len(known) == len(checkable):
         # Statically unknown batch sizes take a known one (or 1): they are checked at run time.
         sizes = [k[0] for k, p in zip(known, specs, strict=True)
                  if len(k) == len(p.shape) + 1 and k[0] is not None]
