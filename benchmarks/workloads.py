@@ -185,6 +185,74 @@ def sparse_qp(n: int, batch: int) -> Workload:
                     cones="zero, nonneg (+ P)", sizes={"n": n})
 
 
+# -- (g) degenerate: CVXPY's auxiliary variables leave the KKT Jacobian singular ----------
+def mpc(T: int, batch: int) -> Workload:
+    """Box-constrained MPC of a double integrator: `abs(u) <= 1` and an `abs` epigraph."""
+    nx, nu = 4, 2
+
+    def build() -> Built:
+        x, u = cp.Variable((nx, T + 1), name="x"), cp.Variable((nu, T), name="u")
+        x0 = cp.Parameter(nx, name="x0")
+        A, B = cp.Parameter((nx, nx), name="A"), cp.Parameter((nx, nu), name="B")
+        cons = [x[:, 0] == x0, cp.abs(u) <= 1]
+        cons += [x[:, t + 1] == A @ x[:, t] + B @ u[:, t] for t in range(T)]
+        obj = cp.sum_squares(x) + 0.1 * cp.sum_squares(u) + 0.1 * cp.sum(cp.abs(u))
+        return cp.Problem(cp.Minimize(obj), cons), [x0, A, B], [u]
+
+    def values(seed: int) -> list[np.ndarray]:
+        r = _rng(seed, f"mpc{T}")
+        A = np.eye(nx) + 0.1 * np.diag(np.ones(nx - 1), 1)
+        B = np.vstack([np.zeros((nx - nu, nu)), 0.1 * np.eye(nu)])
+        return [3.0 * r.standard_normal((batch, nx)),
+                np.broadcast_to(A, (batch, nx, nx)) + 0.01 * r.standard_normal((batch, nx, nx)),
+                np.broadcast_to(B, (batch, nx, nu)).copy()]
+
+    return Workload("mpc_degenerate", f"T={T} B={batch}", batch, build, values,
+                    qpth_skip="CVXPY's abs epigraph (not in OptNet form)",
+                    cones="zero, nonneg (+ P)", sizes={"T": T})
+
+
+def robust_regression(m: int, n: int, batch: int) -> Workload:
+    """min ‖Ax − b‖₂ + λ‖x‖₁ s.t. ‖x‖₂ ≤ 10: the norm bound is inactive (J singular)."""
+
+    def build() -> Built:
+        x = cp.Variable(n, name="x")
+        A, b = cp.Parameter((m, n), name="A"), cp.Parameter(m, name="b")
+        obj = cp.norm(A @ x - b, 2) + 0.1 * cp.norm1(x)
+        return cp.Problem(cp.Minimize(obj), [cp.norm(x, 2) <= 10]), [A, b], [x]
+
+    def values(seed: int) -> list[np.ndarray]:
+        r = _rng(seed, f"robust{m}x{n}")
+        return [r.standard_normal((batch, m, n)), r.standard_normal((batch, m))]
+
+    return Workload("robust_regression", f"m={m} n={n} B={batch}", batch, build, values,
+                    qpth_skip="has second-order cones", cones="nonneg, soc",
+                    sizes={"m": m, "n": n})
+
+
+def sparsemax(n: int, batch: int) -> Workload:
+    """Projection onto the simplex: most of x ≥ 0 active, many inactive constraints."""
+
+    def build() -> Built:
+        x = cp.Variable(n, name="x")
+        z = cp.Parameter(n, name="z")
+        prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+        return prob, [z], [x]
+
+    def values(seed: int) -> list[np.ndarray]:
+        return [_rng(seed, f"sparsemax{n}").standard_normal((batch, n))]
+
+    def qpth(t: list[torch.Tensor]) -> tuple:
+        (z,) = t
+        eye = torch.eye(n, dtype=z.dtype)
+        return (2 * eye.expand(batch, n, n), -2 * z, -eye.expand(batch, n, n),
+                torch.zeros(batch, n, dtype=z.dtype), torch.ones(batch, 1, n, dtype=z.dtype),
+                torch.ones(batch, 1, dtype=z.dtype))
+
+    return Workload("sparsemax", f"n={n} B={batch}", batch, build, values, qpth=qpth,
+                    cones="zero, nonneg (+ P)", sizes={"n": n})
+
+
 def suite(quick: bool) -> list[Workload]:
     """The workloads of a quick or a full run."""
     if quick:
@@ -192,6 +260,7 @@ def suite(quick: bool) -> list[Workload]:
             dense_qp(10, 1), dense_qp(10, 32), dense_qp(50, 8),
             readme_lp(20, 10, 8), ridge(30, 10, 8), portfolio_socp(20, 8),
             logistic(30, 5, 4), sparse_qp(300, 2),
+            mpc(10, 16), robust_regression(20, 10, 16), sparsemax(30, 32),
         ]
     return [
         *(dense_qp(n, b) for n in (10, 50, 100) for b in (1, 32, 128)),
@@ -200,4 +269,5 @@ def suite(quick: bool) -> list[Workload]:
         portfolio_socp(20, 32), portfolio_socp(100, 32),
         logistic(50, 5, 16), logistic(200, 20, 16),
         sparse_qp(2000, 1), sparse_qp(2000, 4),
+        mpc(10, 64), robust_regression(30, 15, 64), sparsemax(100, 256),
     ]

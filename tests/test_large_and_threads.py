@@ -77,7 +77,9 @@ def test_framework_free_core_imports_no_framework():
 
 def test_dense_and_sparse_derivatives_agree_through_the_layer():
     """Element 1 is degenerate: `norm(x) <= 3` is inactive, so CVXPY's epigraph variable
-    is not unique and J is singular; x is unique and least squares gives its derivative."""
+    is not unique and J is singular; x is unique, and the regularized factorization with
+    refinement gives its derivative on the fast path (no least squares), equal to
+    central finite differences."""
     rng = np.random.default_rng(1)
     n, m = 40, 30
     x = cp.Variable(n)
@@ -92,10 +94,18 @@ def test_dense_and_sparse_derivatives_agree_through_the_layer():
         (sol * torch.arange(n, dtype=torch.float64)).sum().backward()
         grads[name] = [t.grad for t in ts]
         direct = "lu" if name == "dense" else "sparse_lu"
-        assert layer.info.derivative.method == (direct, "lstsq")
+        assert layer.info.derivative.method == (direct, direct)
         assert (layer.info.derivative.residual < 1e-10).all()  # consistent system
     for gd, gs in zip(grads["dense"], grads["sparse"], strict=True):
         torch.testing.assert_close(gd, gs, atol=1e-9, rtol=1e-9)
+    d = rng.standard_normal(n)
+    h = np.sqrt(np.finfo(float).eps) * np.abs(values[2]).max()
+    w = torch.arange(n, dtype=torch.float64)
+    with torch.no_grad():
+        shifted = [layer(*[torch.tensor(v) for v in values[:2]], torch.tensor(values[2] + t * d),
+                         solver_args={"eps": 1e-10})[0] for t in (h, -h)]
+    fd = float((w * (shifted[0] - shifted[1])).sum() / (2 * h))
+    assert abs(float(grads["dense"][2] @ torch.tensor(d)) - fd) < 1e-5 * (1 + abs(fd))
 
 
 def test_sparse_qp_with_5000_variables():

@@ -39,6 +39,7 @@ from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, c
 from convexlayers.derivative import (
     AbstractLinearSolver,
     AutoLinearSolver,
+    FactorStore,
     SolutionDerivative,
     kkt_residual,
     refine,
@@ -112,13 +113,19 @@ class SolutionMap:
             raise SolverArgumentError(
                 f"solver_args: expected a dict, received {type(solver_args).__name__}."
             )
+        if linear_solver is not None and not isinstance(linear_solver, AbstractLinearSolver):
+            raise SolverArgumentError(
+                "linear_solver: expected an AbstractLinearSolver such as DenseLU() or "
+                f"SparseLU() from convexlayers.derivative, received {linear_solver!r}."
+            )
         self.refine = refine
         self.on_failure = check_on_failure(on_failure)
         self._source: tuple | None = (problem, parameters, variables)
         self._gp = gp
         self.solver_args = dict(solver_args or {})
         method = self.solver_args.pop("solve_method", None)
-        self.solver = get_solver(solver or method or DEFAULT_SOLVER)
+        argument = "solver" if solver or not method else "solver_args['solve_method']"
+        self.solver = get_solver(solver or method or DEFAULT_SOLVER, argument)
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
         self.linear_solver = linear_solver or AutoLinearSolver()
         self._programs: dict[tuple, ParametricConeProgram] = {}
@@ -179,7 +186,7 @@ class SolutionMap:
             )
         args = {**self.solver_args, **(solver_args or {})}
         name = args.pop("solve_method", None)
-        backend = self.solver if name is None else get_solver(name)
+        backend = self.solver if name is None else get_solver(name, "solver_args['solve_method']")
         return backend, backend.settings(args)
 
     def _theta(self, values: Sequence[Any]) -> tuple[np.ndarray, BatchSpec]:
@@ -234,14 +241,20 @@ class SolutionMap:
         report(info, batch.batched, outputs, policy)
         return Solution(outputs, [x, y, s, info.to_array()], info)
 
-    def _polish(self, prog, data, x, y, s, residual, threshold: float) -> None:
-        """Refine, in place, the elements whose KKT residual exceeds ``threshold``."""
+    def _polish(self, prog, data, x, y, s, residual, threshold: float) -> FactorStore:
+        """Refine, in place, the elements whose KKT residual exceeds ``threshold``.
+
+        Returns each polished element's last factorization, for a derivative to reuse.
+        """
+        store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if todo.size:
-            x[todo], y[todo], s[todo] = refine(
+            x[todo], y[todo], s[todo], factors = refine(
                 prog.data, data[todo], x[todo], y[todo], s[todo], self.linear_solver
             )
+            store.adopt(todo, factors, np.arange(todo.size))
             residual[todo] = kkt_residual(prog.data, data[todo], x[todo], y[todo], s[todo])
+        return store
 
     # -- derivatives --------------------------------------------------------
     def _derivative(self, prog: ParametricConeProgram, theta: np.ndarray, x, y, s):
@@ -255,9 +268,11 @@ class SolutionMap:
         data = prog.data.apply(theta)
         x, y, s = x.copy(), y.copy(), s.copy()
         residual = kkt_residual(prog.data, data, x, y, s)
+        factors = None
         if self.refine is not False:
-            self._polish(prog, data, x, y, s, residual, threshold=REFINE_ABOVE)
-        deriv = SolutionDerivative(prog.data, data, x, y, s, linear_solver=self.linear_solver)
+            factors = self._polish(prog, data, x, y, s, residual, threshold=REFINE_ABOVE)
+        deriv = SolutionDerivative(prog.data, data, x, y, s, linear_solver=self.linear_solver,
+                                   factors=factors)
         return deriv, residual
 
     def _linearize(self, values: Sequence[Any], state: Sequence[np.ndarray], solver: str):

@@ -5,6 +5,8 @@ from convexlayers.derivative._linear import (
     AbstractLinearSolver,
     AutoLinearSolver,
     DenseLU,
+    FactorStore,
+    KKTMatrix,
     SolveReport,
     SparseLU,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "AbstractLinearSolver",
     "AutoLinearSolver",
     "DenseLU",
+    "FactorStore",
+    "KKTMatrix",
     "SolutionDerivative",
     "SolveReport",
     "SparseLU",

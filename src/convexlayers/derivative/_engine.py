@@ -20,24 +20,36 @@ evaluated only on the sparsity patterns of P (upper triangle) and A.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian, dual_projection_jacobian
-from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, SolveReport
+from convexlayers.derivative._kkt import kkt_pattern, kkt_values
+from convexlayers.derivative._linear import (
+    AbstractLinearSolver,
+    AutoLinearSolver,
+    FactorStore,
+    KKTMatrix,
+    SolveReport,
+    least_squares,
+    refine_solve,
+)
 from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
 
 
 class SolutionDerivative:
     """JVP and VJP of (P, q, A, b) ↦ (x, y, s) at a batch of solutions.
 
-    Build it once after a forward solve; J is assembled on first use and reused
-    by later products. After each product, ``report`` says how J was solved.
+    J is assembled at construction (one gather for the whole batch) and factored at
+    most once per element, on first use: every later product reuses the factors. Given
+    ``factors`` of a nearby point (the last step of polishing), it tries those first,
+    refining against this J, and factors afresh only the elements where that fails.
+    After each product, ``report`` says how J was solved.
 
     Args:
         structure: data layout (the compiled program's ``DataMap``).
         data: (B, nd) program data of each element.
         x, y, s: (B, n), (B, m), (B, m) primal-dual solutions.
         linear_solver: strategy for the J systems (default :class:`AutoLinearSolver`).
+        factors: factorizations to try first, per element (e.g. from polishing).
     """
 
     def __init__(
@@ -48,64 +60,56 @@ class SolutionDerivative:
         y: np.ndarray,
         s: np.ndarray,
         linear_solver: AbstractLinearSolver | None = None,
+        factors: FactorStore | None = None,
     ) -> None:
         self.structure = structure
         self.x, self.y, self.s = x, y, s
         self.linear_solver = linear_solver or AutoLinearSolver()
         self._D: ConeJacobian = dual_projection_jacobian(structure.dims, y - s)
-        self._p_vals, _, self._a_vals, _ = structure.split(data)
-        self._J: np.ndarray | list[sp.csc_array] | None = None
+        p_vals, _, a_vals, _ = structure.split(data)
+        pattern = kkt_pattern(structure, self._D)
+        values = kkt_values(pattern, None if structure.P is None else p_vals, a_vals, self._D)
+        dense = self.linear_solver.wants_dense(pattern.size, pattern.nnz)
+        self.J = KKTMatrix(pattern, values, dense)
+        self.store = FactorStore(self.batch)
+        self._tried = factors
         self.report: SolveReport | None = None
 
     @property
     def batch(self) -> int:
         return self.x.shape[0]
 
-    def _nnz(self) -> int:
-        """Estimated nonzeros of J: P twice, A, D, and D A (blocks of D mix A's rows)."""
-        st = self.structure
-        per_row = np.bincount(st.A.rows, minlength=st.m)
-        cum = np.concatenate([[0], np.cumsum(per_row)])
-        starts = np.array([offset for offset, _ in self._D.blocks], dtype=np.int64)
-        sizes = np.array([block.shape[-1] for _, block in self._D.blocks], dtype=np.int64)
-        mixed = int((sizes * (cum[starts + sizes] - cum[starts])).sum())
-        diag_rows = st.dims.zero + st.dims.nonneg
-        nnz_p = 0 if st.P is None else 2 * st.P.rows.size
-        return nnz_p + st.A.rows.size + int(cum[diag_rows]) + mixed + int((sizes**2).sum()) + st.m
-
-    def _assemble(self) -> np.ndarray | list[sp.csc_array]:
-        st, N = self.structure, self.structure.n + self.structure.m
-        if self.linear_solver.wants_dense(N, self._nnz()):
-            J = np.zeros((self.batch, N, N))
-            A = np.zeros((self.batch, st.m, st.n))
-            A[:, st.A.rows, st.A.cols] = self._a_vals
-            if st.P is not None:
-                J[:, st.P.rows, st.P.cols] = self._p_vals
-                J[:, st.P.cols, st.P.rows] = self._p_vals
-            J[:, : st.n, st.n :] = np.swapaxes(self._D.matvec(A), 1, 2)  # (D A)ᵀ = Aᵀ D
-            J[:, st.n :, : st.n] = A
-            J[:, st.n :, st.n :] = self._D.dense()
-            J[:, np.arange(st.n, N), np.arange(st.n, N)] -= 1.0
-            return J
-        blocks = []
-        for b in range(self.batch):
-            A = st.A.matrix(self._a_vals[b])
-            D = self._D.sparse(b)
-            if st.P is None:
-                P = sp.csc_array((st.n, st.n))
-            else:
-                U = st.P.matrix(self._p_vals[b])
-                P = U + U.T - sp.diags_array(U.diagonal())
-            blocks.append(
-                sp.block_array([[P, (D @ A).T], [A, D - sp.eye_array(st.m)]], format="csc")
-            )
-        return blocks
+    def _refresh(self, idx: np.ndarray) -> None:
+        """Factor J afresh for the elements ``idx``."""
+        if idx.size:
+            self.store.set(idx, self.linear_solver.factor(self.J.take(idx)))
 
     def solve(self, rhs: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Solve J z = rhs (or Jᵀ z = rhs) for a batch ``rhs`` of shape (B, n + m)."""
-        if self._J is None:
-            self._J = self._assemble()
-        z, self.report = self.linear_solver.solve(self._J, rhs[..., None], transpose)
+        r = rhs[..., None]
+        reused = np.zeros(self.batch, dtype=bool)
+        if self._tried is not None:  # factors from polishing: keep those that work here
+            reused = self._tried.known()
+            self.store.adopt(np.flatnonzero(reused), self._tried)
+            self._tried = None
+        self._refresh(np.flatnonzero(~self.store.known()))
+        z, ok, err, steps = refine_solve(self.J, self.store, r, transpose)
+        retry = np.flatnonzero(~ok & reused)
+        if retry.size:  # maybe factors of another point: factor this J and try again
+            self._refresh(retry)
+            z[retry], ok[retry], err[retry], steps[retry] = refine_solve(
+                self.J.take(retry), self.store, r[retry], transpose, owner=retry
+            )
+        method = [getattr(f, "method", "lstsq") for f in self.store.owner]
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            z[bad] = least_squares(self.J, r, transpose, bad)
+            steps[bad] = 0
+            for b in bad:
+                method[b] = "lstsq"
+        residual = _norms(r - self.J.matvec(z, transpose)) / np.maximum(
+            _norms(r), np.finfo(float).tiny)
+        self.report = SolveReport(tuple(method), residual, steps)
         return z[..., 0]
 
     def jvp(self, ddata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,3 +137,7 @@ class SolutionDerivative:
             gp = -(u[:, i] * self.x[:, j] + u[:, j] * self.x[:, i])
             parts.append(np.where(i == j, 0.5 * gp, gp))
         return np.concatenate([*parts, -u, ga, w], axis=1)
+
+
+def _norms(a: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a.reshape(a.shape[0], -1), axis=1)

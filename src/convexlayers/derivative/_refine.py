@@ -19,7 +19,7 @@ import numpy as np
 
 from convexlayers.cones import project_dual
 from convexlayers.derivative._engine import SolutionDerivative
-from convexlayers.derivative._linear import AbstractLinearSolver
+from convexlayers.derivative._linear import AbstractLinearSolver, FactorStore
 from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
 
 
@@ -52,15 +52,21 @@ def refine(
     s: np.ndarray,
     linear_solver: AbstractLinearSolver | None = None,
     steps: int = 10,
-    tol: float = 1e-15,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tol: float = 1e-13,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, FactorStore]:
     """Improve (x, y, s) by semismooth Newton steps on N with a backtracking line search.
 
     A full step can increase ||N|| when the solver's point sits on the wrong side of a
     nearly active constraint (D then describes the wrong face); halving the step until
     ||N|| decreases keeps every element's residual monotone. Elements stop once their
     residual is below ``tol`` (relative to 1 + ||q|| + ||b||) or no step helps.
+
+    Returns:
+        The polished (x, y, s), and per element the factorization of its last Newton
+        step (a J very close to the one at the returned point), for the derivative to
+        reuse.
     """
+    store = FactorStore(x.shape[0])
     scale = _scale(st, data)
     v = y - s
     res = np.linalg.norm(normal_residual(st, data, x, v), axis=1)
@@ -72,6 +78,7 @@ def refine(
         yk = project_dual(st.dims, v[idx])
         deriv = SolutionDerivative(st, data[idx], x[idx], yk, yk - v[idx], linear_solver)
         z = deriv.solve(-normal_residual(st, data[idx], x[idx], v[idx]))
+        store.adopt(idx, deriv.store, np.arange(idx.size))
         improved = np.zeros(idx.size, dtype=bool)
         for alpha in (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32):
             todo = ~improved
@@ -87,4 +94,4 @@ def refine(
         active[idx[~improved]] = False
         active &= res > tol * scale
     y = project_dual(st.dims, v)
-    return x, y, y - v
+    return x, y, y - v, store

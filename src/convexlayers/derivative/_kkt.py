@@ -1,0 +1,170 @@
+"""The KKT Jacobian J = [[P, AᵀD], [A, D − I]] of a batch, assembled without a loop.
+
+Every element of a batch shares the sparsity pattern of P and A, and D = DΠ_{K*}(v)
+is block diagonal with blocks fixed by the cone. So J has one pattern for the whole
+batch: each of its nonzeros is a sum of products (data entry) × (entry of D), fixed
+once. We record those products as index arrays, once per layout, and fill the values
+of the whole batch with one gather and one sparse product; the dense matrices, or one
+CSC matrix per element, are then views on the same values.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from convexlayers.cones import ConeJacobian
+from convexlayers.derivative._structure import Structure
+
+# Layout of the D blocks: (row offset, count, size) per run of equal cones.
+Layout = tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class KKTPattern:
+    """J's CSC pattern and how its values come from the data and D.
+
+    Value of contribution c: ``sign[c] · data[:, src[c]] · dflat[:, dsrc[c]]``, where
+    ``data = [P values | A values | 1]`` and ``dflat = [diag of D | D blocks | 1]``;
+    ``gather`` (nnz, contributions) sums contributions into J's nonzeros.
+
+    Attributes:
+        n: the number of primal unknowns (J's first block).
+        size: N = n + m.
+        indices, indptr: J's CSC pattern (column-major order of its nonzeros).
+        src, dsrc, sign: per contribution, as above.
+        gather: (nnz, contributions) 0/1 sparse matrix.
+        flat: per nonzero, its index in a dense, row-major (N, N) matrix.
+        diagonal: position of each diagonal entry among the nonzeros (all are stored).
+    """
+
+    n: int
+    size: int
+    indices: np.ndarray
+    indptr: np.ndarray
+    src: np.ndarray
+    dsrc: np.ndarray
+    sign: np.ndarray
+    gather: sp.csr_array
+    flat: np.ndarray
+    diagonal: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+
+def _row_blocks(m: int, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of D: first row of its block, block size, and index of D[row, first] in dflat."""
+    start, size, base = np.arange(m), np.ones(m, dtype=np.int64), np.arange(m)
+    offset_in_flat = m
+    for offset, count, k in layout:
+        rows = offset + np.arange(count * k)
+        cone = (rows - offset) // k
+        start[rows] = offset + cone * k
+        size[rows] = k
+        within = rows - start[rows]
+        base[rows] = offset_in_flat + cone * k * k + within * k
+        offset_in_flat += count * k * k
+    return start, size, base
+
+
+def _contributions(st: Structure, layout: Layout):
+    """(row, col, src, dsrc, sign) of every product that makes up J."""
+    n, m = st.n, st.m
+    n_p = 0 if st.P is None else st.P.rows.size
+    n_a = st.A.rows.size
+    one_data, n_dflat = n_p + n_a, m + sum(c * k * k for _, c, k in layout)
+    one_d = n_dflat
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int]] = []
+    if st.P is not None:
+        i, j, k = st.P.rows, st.P.cols, np.arange(n_p)
+        off = i != j
+        parts += [(i, j, k, one_d), (j[off], i[off], k[off], one_d)]
+    ar, ac, ak = st.A.rows, st.A.cols, n_p + np.arange(n_a)
+    parts.append((n + ar, ac, ak, one_d))  # A
+    start, size, base = _row_blocks(m, layout)
+    # Aᵀ D: entry (c, n + r') gets A[r, c] · D[r, r'] for r' in r's block.
+    reps = size[ar]
+    which = np.repeat(np.arange(n_a), reps)
+    step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    parts.append((ac[which], n + start[ar][which] + step, ak[which], base[ar][which] + step))
+    # D − I: D's diagonal and blocks, then −1 on every diagonal entry of the v block.
+    rows = np.arange(m)
+    blocked = size > 1
+    parts.append((n + rows[~blocked], n + rows[~blocked], one_data, rows[~blocked]))
+    reps = size[blocked]
+    r = np.repeat(rows[blocked], reps)
+    step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    parts.append((n + r, n + start[r] + step, one_data, base[r] + step))
+    # Last, the whole diagonal: −1 on the v block, 0 on the x block (kept in the pattern
+    # so that a regularization can be added to the values).
+    diag = np.arange(n + m)
+    row = np.concatenate([np.asarray(p[0]) for p in parts] + [diag])
+    col = np.concatenate([np.asarray(p[1]) for p in parts] + [diag])
+    src = np.concatenate([np.broadcast_to(p[2], np.shape(p[0])) for p in parts]
+                         + [np.full(n + m, one_data)])
+    dsrc = np.concatenate([np.broadcast_to(p[3], np.shape(p[0])) for p in parts]
+                          + [np.full(n + m, one_d)])
+    sign = np.ones(row.size)
+    sign[-(n + m) :] = np.concatenate([np.zeros(n), -np.ones(m)])
+    return row, col, src, dsrc, sign
+
+
+def _build(st: Structure, layout: Layout) -> KKTPattern:
+    N = st.n + st.m
+    row, col, src, dsrc, sign = _contributions(st, layout)
+    keys, pos = np.unique(col.astype(np.int64) * N + row, return_inverse=True)
+    gather = sp.csr_array((np.ones(row.size), (pos, np.arange(row.size))),
+                          shape=(keys.size, row.size))
+    rows, cols = keys % N, keys // N
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    np.add.at(indptr, cols + 1, 1)
+    diagonal = np.searchsorted(keys, np.arange(N) * (N + 1))
+    return KKTPattern(st.n, N, rows, np.cumsum(indptr), src, dsrc, sign, gather,
+                      rows * N + cols, diagonal)
+
+
+def kkt_pattern(st: Structure, D: ConeJacobian) -> KKTPattern:
+    """J's pattern for data laid out as ``st`` and D's block layout (cached)."""
+    layout = tuple((offset, s.shape[1], s.shape[2]) for offset, s in D.stacks)
+    key = (id(st), layout)
+    pattern = _PATTERNS.get(key)
+    if pattern is None:
+        pattern = _PATTERNS[key] = _build(st, layout)
+        weakref.finalize(st, _PATTERNS.pop, key, None)
+    return pattern
+
+
+# Patterns by (identity of the structure, D's layout); an entry goes with its structure.
+_PATTERNS: dict[tuple[int, Layout], KKTPattern] = {}
+
+
+def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarray,
+               D: ConeJacobian) -> np.ndarray:
+    """(B, nnz) values of J on ``pattern`` for a batch."""
+    batch = a_vals.shape[0]
+    ones = np.ones((batch, 1))
+    data = np.concatenate([*([] if p_vals is None else [p_vals]), a_vals, ones], axis=1)
+    dflat = np.concatenate(
+        [D.diag, *(s.reshape(batch, -1) for _, s in D.stacks), ones], axis=1
+    )
+    products = pattern.sign * data[:, pattern.src] * dflat[:, pattern.dsrc]
+    return (pattern.gather @ products.T).T
+
+
+def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:
+    """(B, N, N) dense J from its values."""
+    N = pattern.size
+    out = np.zeros((values.shape[0], N * N))
+    out[:, pattern.flat] = values
+    return out.reshape(-1, N, N)
+
+
+def sparse(pattern: KKTPattern, values: np.ndarray) -> list[sp.csc_array]:
+    """One CSC J per batch element, sharing the pattern's index arrays."""
+    N = pattern.size
+    return [sp.csc_array((v, pattern.indices, pattern.indptr), shape=(N, N)) for v in values]
