@@ -70,3 +70,22 @@ def test_diag_and_sparse_parameters(attribute):
     ref = cp.Problem(cp.Minimize(cp.sum_squares(value @ x - 1) + 0.1 * cp.sum_squares(x)))
     ref.solve(solver=cp.CLARABEL)
     np.testing.assert_allclose(sol.outputs[0], x.value, atol=1e-6)
+
+
+def test_layer_builds_after_problem_solve_with_a_scalar_dual_requested():
+    """problem.solve() stores a scalar constraint's dual with shape (1,). Building the
+    retrieval map saves and restores the user's dual values, and the restore used the
+    validating `value` setter, which rejected that shape."""
+    x, r = cp.Variable(2), cp.Parameter(nonneg=True)
+    con = cp.sum_squares(x) <= r
+    prob = cp.Problem(cp.Minimize(cp.sum(x)), [con])
+    r.value = 1.0
+    prob.solve(solver=cp.CLARABEL)
+    before = np.array(con.dual_value, copy=True)
+    torch = pytest.importorskip("torch")
+    from convexlayers.torch import CvxpyLayer
+
+    layer = CvxpyLayer(prob, [r], [x, con.dual_variables[0]])
+    _, dual = layer(torch.tensor(1.0, dtype=torch.float64))
+    np.testing.assert_allclose(dual.numpy(), np.reshape(before, ()), atol=1e-6)
+    np.testing.assert_array_equal(con.dual_value, before)  # left as CVXPY stored it

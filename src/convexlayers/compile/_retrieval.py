@@ -139,7 +139,9 @@ def build_retrieval(
         if R is None:
             R = _column_probes(evaluate, size)
     finally:
+        # Put back exactly what was there, unvalidated: after problem.solve() CVXPY stores
+        # a scalar constraint's dual with shape (1,), which the `value` setter rejects.
         for k, c in constraints.items():
             for dv, value in zip(c.dual_variables, saved[k], strict=True):
-                dv.value = value
+                dv.save_value(value)
     return tuple(specs), R
