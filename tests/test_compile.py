@@ -28,7 +28,7 @@ def _exotic():
 def test_every_dual_matches_cvxpy_on_exotic_constraints():
     prob, p, outputs = _exotic()
     value = np.array([1.0, -1.0, 0.5])
-    sol = SolutionMap(prob, [p], outputs).solve([value])
+    sol = SolutionMap(prob, [p], outputs, refine=False).solve([value])  # the raw point
     p.value = value
     prob.solve(solver=cp.CLARABEL)
     for var, out in zip(outputs, sol.outputs, strict=True):
@@ -87,5 +87,6 @@ def test_layer_builds_after_problem_solve_with_a_scalar_dual_requested():
 
     layer = CvxpyLayer(prob, [r], [x, con.dual_variables[0]])
     _, dual = layer(torch.tensor(1.0, dtype=torch.float64))
-    np.testing.assert_allclose(dual.numpy(), np.reshape(before, ()), atol=1e-6)
+    # CVXPY's dual is Clarabel's point (~1e-6 off on a second-order cone); ours is polished.
+    np.testing.assert_allclose(dual.numpy(), np.reshape(before, ()), atol=1e-5)
     np.testing.assert_array_equal(con.dual_value, before)  # left as CVXPY stored it

@@ -142,10 +142,12 @@ def test_auto_refine_repairs_an_inaccurate_solve():
     """A QP near a weakly active constraint: Clarabel stops at a KKT residual of ~2.5e-5
     and the gradient at its point is off by ~13% (2.6 on a scale of 20; found by the
     benchmarks, where qpth and finite differences agree with the polished gradient).
-    With refine="auto", the default, the derivative is taken at the polished solution."""
+    By default outputs and derivative are both at the polished solution; with
+    refine="auto" (polish="derivative") the outputs stay the solver's and only the
+    derivative is taken at the polished solution."""
     prob, params, variables, values = _optnet_qp(100, 32, element=6)
     raw = CvxpyLayer(prob, params, variables, refine=False)
-    layer = CvxpyLayer(prob, params, variables)
+    layer = CvxpyLayer(prob, params, variables, refine="auto")
     unrefined = _grads(raw, values, [np.ones(100)])
     assert raw.info.residual[0] > 1e-9  # the premise: an inaccurate solve
     exact = _grads(layer, values, [np.ones(100)])
@@ -153,7 +155,9 @@ def test_auto_refine_repairs_an_inaccurate_solve():
     assert layer.info.derivative.kkt_residual[0] < 1e-13  # ... the derivative's point exact
     assert max(np.abs(a - b).max() for a, b in zip(unrefined, exact, strict=True)) > 0.1
     # the polished gradient against finite differences of the (polished) solution map
-    exact_layer = CvxpyLayer(prob, params, variables, refine=True)
+    exact_layer = CvxpyLayer(prob, params, variables)  # the default polishes the outputs
+    assert np.allclose(_grads(exact_layer, values, [np.ones(100)])[0], exact[0], atol=1e-9)
+    assert exact_layer.info.residual[0] < 1e-13
     rng = np.random.default_rng(1)
     w = weights(_layer_fn(exact_layer)(values), rng)
     grads = _grads(layer, values, w)

@@ -45,25 +45,26 @@ def batch_spec(specs: Sequence[ParamSpec], shapes: Sequence[tuple[int, ...] | No
             f"the layer takes {len(specs)} parameter values ({names}, in this order), "
             f"received {len(shapes)}."
         )
+    # Keyed by position: two parameters may share a name.
     per_param, sizes = [], {}
-    for spec, shape in zip(specs, shapes, strict=True):
+    for i, (spec, shape) in enumerate(zip(specs, shapes, strict=True)):
         if shape is None:
             raise ParameterError(
-                f"parameter '{spec.name}': received None; pass a tensor of shape {spec.shape}."
+                f"parameter {spec.label}: received None; pass a tensor of shape {spec.shape}."
             )
         shape = tuple(int(d) for d in shape)
         if shape == spec.shape:
             per_param.append(False)
         elif len(shape) == len(spec.shape) + 1 and shape[1:] == spec.shape:
             per_param.append(True)
-            sizes[spec.name] = shape[0]
+            sizes[i] = shape[0]
         else:
             raise ParameterError(
-                f"parameter '{spec.name}': expected shape {spec.shape} (or {('B', *spec.shape)} "
+                f"parameter {spec.label}: expected shape {spec.shape} (or {('B', *spec.shape)} "
                 f"for a batch), received {shape}."
             )
     if len(set(sizes.values())) > 1:
-        listed = ", ".join(f"'{k}' has {v}" for k, v in sizes.items())
+        listed = ", ".join(f"{specs[k].label} has {v}" for k, v in sizes.items())
         raise ParameterError(
             f"parameters: batch sizes disagree ({listed}). Batched values must share the "
             "leading dimension; unbatched values are broadcast."

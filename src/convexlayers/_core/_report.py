@@ -8,6 +8,7 @@ import numpy as np
 
 from convexlayers._core._info import SolveInfo
 from convexlayers._errors import InaccurateSolutionWarning, SolverArgumentError, SolverError
+from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver, ImplicitAdjoint
 from convexlayers.solvers._base import SolverStatus
 
 # Relative KKT residual above which refine="auto" polishes a solution, and above which
@@ -47,9 +48,12 @@ def _where(indices: list[int], batched: bool, statuses=None) -> str:
     return f"batch elements [{items}{more}]"
 
 
-def report(info: SolveInfo, batched: bool, outputs: list[np.ndarray], on_failure: str) -> None:
+def report(info: SolveInfo, batched: bool, outputs: list[np.ndarray], on_failure: str,
+           adjoint: AbstractAdjoint) -> None:
     """Raise for elements without a solution (unless ``on_failure="nan"``); warn for
-    elements whose returned point is still inaccurate.
+    elements whose returned point is still inaccurate: with polished outputs, every
+    element above the adjoint's target (after polishing and a tighter second solve);
+    otherwise the elements the solver itself calls inaccurate.
 
     Raises:
         SolverError: some elements have no solution and ``on_failure == "raise"``.
@@ -66,6 +70,21 @@ def report(info: SolveInfo, batched: bool, outputs: list[np.ndarray], on_failure
             statuses,
             outputs,
         )
+    if adjoint.polishes_outputs:
+        inexact = [b for b, st in enumerate(info.status)
+                   if st.has_iterate and not info.residual[b] <= adjoint.target]
+        if inexact:
+            worst = float(np.nanmax(info.residual[inexact]))
+            warnings.warn(
+                f"{info.solver}: the solution of {_where(inexact, batched)} could not be made "
+                f"exact (KKT residual up to {worst:.2g} after polishing and a second solve at "
+                f"eps=1e-11; target {adjoint.target:g}; per element in layer.info.residual): "
+                "outputs and derivatives there may be inaccurate, e.g. a solution that is not "
+                "unique or a constraint that is only just active. Check the parameter values.",
+                InaccurateSolutionWarning,
+                stacklevel=4,
+            )
+        return
     inexact = [
         b for b, st in enumerate(info.status)
         if st in _INACCURATE and not info.residual[b] <= REFINE_ABOVE
@@ -75,8 +94,49 @@ def report(info: SolveInfo, batched: bool, outputs: list[np.ndarray], on_failure
             f"{info.solver} returned an inaccurate solution for {_where(inexact, batched)} "
             f"(KKT residual above {REFINE_ABOVE:g}; statuses in layer.info): the outputs may "
             "be inaccurate, and derivatives where polishing cannot repair them. Tighten the "
-            "solver tolerance or raise its iteration limit (solver_args), or pass refine=True "
-            "to polish the outputs.",
+            "solver tolerance or raise its iteration limit (solver_args), or polish the "
+            "outputs (the default, adjoint=ImplicitAdjoint(polish=True)).",
             InaccurateSolutionWarning,
             stacklevel=4,
         )
+
+
+def make_adjoint(
+    adjoint: AbstractAdjoint | None,
+    linear_solver: AbstractLinearSolver | None,
+    refine: bool | str | None,
+) -> AbstractAdjoint:
+    """The layer's adjoint from ``adjoint=`` or the 0.1 shorthands ``linear_solver``/``refine``.
+
+    Raises:
+        SolverArgumentError: on a bad value, or an adjoint given with a shorthand.
+    """
+    if adjoint is not None:
+        if linear_solver is not None or refine is not None:
+            raise SolverArgumentError(
+                "adjoint: pass either adjoint=ImplicitAdjoint(linear_solver=..., polish=...) "
+                "or the shorthands linear_solver=/refine=, not both."
+            )
+        if not isinstance(adjoint, AbstractAdjoint):
+            raise SolverArgumentError(
+                "adjoint: expected an AbstractAdjoint such as ImplicitAdjoint() from "
+                f"convexlayers.derivative, received {adjoint!r}."
+            )
+        return adjoint
+    if not any(refine is k or (type(refine) is type(k) and refine == k) for k in _REFINE):
+        raise SolverArgumentError(
+            f"refine: expected True, False or 'auto', received {refine!r}. (It is a "
+            "shorthand: adjoint=ImplicitAdjoint(polish=...) is the full form.)"
+        )
+    if linear_solver is not None and not isinstance(linear_solver, AbstractLinearSolver):
+        raise SolverArgumentError(
+            "linear_solver: expected an AbstractLinearSolver such as DenseLU() or "
+            f"SparseLU() from convexlayers.derivative, received {linear_solver!r}."
+        )
+    if linear_solver is None:
+        return ImplicitAdjoint(polish=_REFINE[refine])
+    return ImplicitAdjoint(linear_solver=linear_solver, polish=_REFINE[refine])
+
+
+# refine= shorthand -> ImplicitAdjoint(polish=...); None: the default.
+_REFINE: dict = {None: True, True: True, "auto": "derivative", False: False}

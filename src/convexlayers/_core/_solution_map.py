@@ -30,19 +30,18 @@ from convexlayers._core._batch import (
     stack_outputs,
     unflatten_params,
 )
+from convexlayers._core._cache import FactorCache, fingerprint
 from convexlayers._core._info import INFO_WIDTH, DerivativeInfo, SolveInfo
 from convexlayers._core._parallel import solve_all
-from convexlayers._core._report import REFINE_ABOVE, check_on_failure, report
+from convexlayers._core._report import REFINE_ABOVE, check_on_failure, make_adjoint, report
 from convexlayers._core._values import check_values
 from convexlayers._errors import ProblemError, SolverArgumentError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
 from convexlayers.derivative import (
+    AbstractAdjoint,
     AbstractLinearSolver,
-    AutoLinearSolver,
     FactorStore,
     SolutionDerivative,
-    kkt_residual,
-    refine,
 )
 from convexlayers.solvers import DEFAULT_SOLVER, get_solver
 from convexlayers.solvers._base import AbstractSolver
@@ -51,6 +50,8 @@ __all__ = ["REFINE_ABOVE", "Solution", "SolutionMap"]
 
 # Arrays that carry a call from the forward to the backward pass: x, y, s, diagnostics.
 STATE_SIZE = 4
+# Tolerance ("eps") of the second solve of elements that polishing could not make exact.
+TIGHT_EPS = 1e-11
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,13 @@ class SolutionMap:
         gp: parse as a log-log convex program.
         solver: backend name (default Clarabel).
         solver_args: default settings for the backend, overridable per call.
-        linear_solver: strategy for the derivative's linear systems.
-        refine: polish solutions by damped Newton steps on the KKT normal map (see
-            :func:`convexlayers.derivative.refine`). ``"auto"`` (default): derivatives are
-            taken at the polished solution of every element whose relative KKT residual
-            exceeds ``REFINE_ABOVE`` (1e-9); forward outputs stay the solver's. ``True``:
-            the forward pass polishes every solution, outputs included. ``False``: never.
+        adjoint: the derivative strategy (default
+            :class:`~convexlayers.derivative.ImplicitAdjoint`: outputs polished to the exact
+            solution by Newton steps on the KKT conditions, derivatives by implicit
+            differentiation reusing the last step's factorization).
+        linear_solver, refine: shorthands for ``adjoint=ImplicitAdjoint(linear_solver,
+            polish)``, kept from version 0.1: ``refine=True`` is ``polish=True``,
+            ``"auto"`` is ``polish="derivative"``, ``False`` is ``polish=False``.
         on_failure: what a call does when some batch elements have no solution:
             ``"raise"`` (default) raises :class:`~convexlayers.SolverError`; ``"nan"``
             returns NaN outputs and zero gradients for those elements, the others solved
@@ -102,23 +104,16 @@ class SolutionMap:
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool | str = "auto",
+        refine: bool | str | None = None,
         on_failure: str = "raise",
+        adjoint: AbstractAdjoint | None = None,
     ) -> None:
-        if refine not in (True, False, "auto"):
-            raise SolverArgumentError(
-                f"refine: expected True, False or 'auto', received {refine!r}."
-            )
         if solver_args is not None and not isinstance(solver_args, Mapping):
             raise SolverArgumentError(
                 f"solver_args: expected a dict, received {type(solver_args).__name__}."
             )
-        if linear_solver is not None and not isinstance(linear_solver, AbstractLinearSolver):
-            raise SolverArgumentError(
-                "linear_solver: expected an AbstractLinearSolver such as DenseLU() or "
-                f"SparseLU() from convexlayers.derivative, received {linear_solver!r}."
-            )
-        self.refine = refine
+        self.adjoint = make_adjoint(adjoint, linear_solver, refine)
+        self._factors = FactorCache()
         self.on_failure = check_on_failure(on_failure)
         self._source: tuple | None = (problem, parameters, variables)
         self._gp = gp
@@ -127,7 +122,6 @@ class SolutionMap:
         argument = "solver" if solver or not method else "solver_args['solve_method']"
         self.solver = get_solver(solver or method or DEFAULT_SOLVER, argument)
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
-        self.linear_solver = linear_solver or AutoLinearSolver()
         self._programs: dict[tuple, ParametricConeProgram] = {}
         default = self.program(self.solver)
         self.parameters: tuple[ParamSpec, ...] = default.parameters
@@ -179,7 +173,13 @@ class SolutionMap:
         return [(batch, prog.n), (batch, prog.m), (batch, prog.m), (batch, INFO_WIDTH)]
 
     def backend(self, solver_args: Mapping[str, Any] | None) -> tuple[AbstractSolver, dict]:
-        """The backend and native settings for a call's ``solver_args``."""
+        """The backend and native settings for a call's ``solver_args``.
+
+        Raises:
+            SolverArgumentError: bad ``solver_args``.
+            ProblemError: the problem cannot be compiled for the backend they choose
+                (compiled here, cached, so that this fails before any work).
+        """
         if solver_args is not None and not isinstance(solver_args, Mapping):
             raise SolverArgumentError(
                 f"solver_args: expected a dict, received {type(solver_args).__name__}."
@@ -187,7 +187,9 @@ class SolutionMap:
         args = {**self.solver_args, **(solver_args or {})}
         name = args.pop("solve_method", None)
         backend = self.solver if name is None else get_solver(name, "solver_args['solve_method']")
-        return backend, backend.settings(args)
+        settings = backend.settings(args)
+        self.program(backend)
+        return backend, settings
 
     def _theta(self, values: Sequence[Any]) -> tuple[np.ndarray, BatchSpec]:
         batch = self.batch_spec([None if v is None else np.shape(v) for v in values])
@@ -222,14 +224,9 @@ class SolutionMap:
         x = np.full((batch.size, prog.n), np.nan)
         y, s = np.full((2, batch.size, prog.m), np.nan)
         results = solve_all(backend, [prog.data.program(d) for d in data], settings)
-        ok = np.array([r.status.has_iterate for r in results], dtype=bool)
-        for b in np.flatnonzero(ok):
-            x[b], y[b], s[b] = results[b].x, results[b].y, results[b].s
-        residual = np.full(batch.size, np.nan)
-        if ok.any():
-            residual[ok] = kkt_residual(prog.data, data[ok], x[ok], y[ok], s[ok])
-            if self.refine is True:
-                self._polish(prog, data, x, y, s, residual, threshold=0.0)
+        x, y, s, residual, factors = self._improve(backend, settings, prog, data, results)
+        if factors is not None:  # for the backward pass of this call
+            self._factors.put(fingerprint(theta, x, y), factors)
         info = SolveInfo(
             solver=backend.name,
             status=tuple(r.status for r in results),
@@ -238,42 +235,52 @@ class SolutionMap:
             residual=residual,
         )
         outputs = split_outputs(prog.outputs, prog.outputs_from(x, y), batch)
-        report(info, batch.batched, outputs, policy)
+        report(info, batch.batched, outputs, policy, self.adjoint)
         return Solution(outputs, [x, y, s, info.to_array()], info)
 
-    def _polish(self, prog, data, x, y, s, residual, threshold: float) -> FactorStore:
-        """Refine, in place, the elements whose KKT residual exceeds ``threshold``.
+    def _improve(self, backend, settings, prog, data, results):
+        """The points the call returns: the solver's, or polished by the adjoint.
 
-        Returns each polished element's last factorization, for a derivative to reuse.
+        Elements that polishing cannot bring below the adjoint's target are solved again
+        at a tight tolerance and polished once more (``results`` is updated for them); what
+        stays above the target is left for :func:`report` to warn about.
         """
-        store = FactorStore(x.shape[0])
-        todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
-        if todo.size:
-            x[todo], y[todo], s[todo], factors = refine(
-                prog.data, data[todo], x[todo], y[todo], s[todo], self.linear_solver
-            )
-            store.adopt(todo, factors, np.arange(todo.size))
-            residual[todo] = kkt_residual(prog.data, data[todo], x[todo], y[todo], s[todo])
-        return store
+        x, y, s = _stack(results, prog.n, prog.m)
+        if not self.adjoint.polishes_outputs:
+            pol = self.adjoint.improve(prog.data, data, x, y, s, threshold=np.inf)
+            return x, y, s, pol.residual, None
+        pol = self.adjoint.improve(prog.data, data, x, y, s)
+        x, y, s, residual = pol.x, pol.y, pol.s, pol.residual
+        stuck = np.flatnonzero(residual > self.adjoint.target)
+        if stuck.size:
+            tight = {**settings, **backend.settings({"eps": TIGHT_EPS})}
+            again = solve_all(backend, [prog.data.program(d) for d in data[stuck]], tight)
+            x2, y2, s2 = _stack(again, prog.n, prog.m)
+            pol2 = self.adjoint.improve(prog.data, data[stuck], x2, y2, s2)
+            better = np.flatnonzero(pol2.residual < residual[stuck])  # NaN: False
+            for i in better:
+                b = stuck[i]
+                x[b], y[b], s[b], residual[b] = pol2.x[i], pol2.y[i], pol2.s[i], pol2.residual[i]
+                results[b] = again[i]
+            pol.factors.adopt(stuck[better], pol2.factors, better)
+        return x, y, s, residual, pol.factors
 
     # -- derivatives --------------------------------------------------------
-    def _derivative(self, prog: ParametricConeProgram, theta: np.ndarray, x, y, s):
-        """The derivative at (x, y, s), polished first where inaccurate (refine="auto").
+    def _derivative(self, prog: ParametricConeProgram, theta: np.ndarray, x, y, s, cached):
+        """The adjoint's derivative at (x, y, s), polished first where the adjoint does.
 
-        The outputs a forward pass returned stay the solver's; the derivative is taken at
-        the exact solution, which is what makes it trustworthy near weakly active
-        constraints. Returns the derivative (``deriv.x``, ``deriv.y`` are the point it is
-        taken at) and that point's relative KKT residual.
+        ``cached``: factorizations the forward pass left for these elements, if any.
+        Returns the derivative (``deriv.x``, ``deriv.y`` are the point it is taken at)
+        and that point's relative KKT residual.
         """
         data = prog.data.apply(theta)
-        x, y, s = x.copy(), y.copy(), s.copy()
-        residual = kkt_residual(prog.data, data, x, y, s)
-        factors = None
-        if self.refine is not False:
-            factors = self._polish(prog, data, x, y, s, residual, threshold=REFINE_ABOVE)
-        deriv = SolutionDerivative(prog.data, data, x, y, s, linear_solver=self.linear_solver,
-                                   factors=factors)
-        return deriv, residual
+        adjoint = self.adjoint
+        pol = adjoint.improve(prog.data, data, x, y, s, threshold=adjoint.target)
+        if cached is not None:
+            reuse = np.flatnonzero(~pol.factors.known() & cached.known())
+            pol.factors.adopt(reuse, cached)
+        deriv = adjoint.linearize(prog.data, data, pol.x, pol.y, pol.s, pol.factors)
+        return deriv, pol.residual
 
     def _linearize(self, values: Sequence[Any], state: Sequence[np.ndarray], solver: str):
         """Shared set-up of :meth:`vjp` and :meth:`jvp`: only solved elements are
@@ -283,7 +290,13 @@ class SolutionMap:
         prog = self.program(solver)
         solved = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
         idx = np.flatnonzero(solved)
-        deriv, kkt = self._derivative(prog, theta[idx], x[idx], y[idx], s[idx])
+        cached = None
+        if self.adjoint.polishes_outputs:
+            stored = self._factors.get(fingerprint(theta, x, y))
+            if stored is not None:
+                cached = FactorStore(idx.size)
+                cached.adopt(np.arange(idx.size), stored, idx)
+        deriv, kkt = self._derivative(prog, theta[idx], x[idx], y[idx], s[idx], cached)
         return theta, batch, prog, idx, deriv, kkt, SolveInfo.from_array(solver, diagnostics)
 
     @staticmethod
@@ -334,6 +347,16 @@ class SolutionMap:
             out = prog.outputs_from(deriv.x, deriv.y)
             dout[idx] = prog.outputs_jvp(out, dx, dy)
         return split_outputs(prog.outputs, dout, batch), self._info(info, deriv, idx, kkt)
+
+
+def _stack(results, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, s of a list of solver results, NaN where a result has no point."""
+    x = np.full((len(results), n), np.nan)
+    y, s = np.full((2, len(results), m), np.nan)
+    for b, r in enumerate(results):
+        if r.status.has_iterate:
+            x[b], y[b], s[b] = r.x, r.y, r.s
+    return x, y, s
 
 
 def _without_caches(problem: cp.Problem) -> cp.Problem:

@@ -36,33 +36,43 @@ def check_values(specs: Sequence[ParamSpec], theta: np.ndarray, batched: bool) -
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             raise ParameterError(
-                f"parameter '{spec.name}': contains NaN or Inf{_where(~finite, batched)}."
+                f"parameter {spec.label}: contains NaN or Inf{_where(~finite, batched)}."
             )
         for attr in sorted(spec.domain & _SIGNS.keys()):
             test, word, which, agg = _SIGNS[attr]
             ok = test(block).all(axis=1)
             if not ok.all():
                 raise ParameterError(
-                    f"parameter '{spec.name}': declared {attr}=True but has a {which} entry "
+                    f"parameter {spec.label}: declared {attr}=True but has a {which} entry "
                     f"{agg(block[~ok]):.6g}{_where(~ok, batched)}; pass {word} values."
                 )
         if spec.logged:
             ok = (block > 0).all(axis=1)
             if not ok.all():
                 raise ParameterError(
-                    f"parameter '{spec.name}': with gp=True it enters through its logarithm "
-                    f"and must be positive, but has entries <= 0{_where(~ok, batched)}."
+                    f"parameter {spec.label}: with gp=True it enters through its logarithm "
+                    f"and must be positive, but has entries <= 0{_where(~ok, batched)}; "
+                    "pass positive values."
                 )
         if spec.bounds is not None:
-            lo, hi = spec.bounds
-            ok = ((block >= lo) & (block <= hi)).all(axis=1)
-            if not ok.all():
-                raise ParameterError(
-                    f"parameter '{spec.name}': values lie outside its declared bounds"
-                    f"{_where(~ok, batched)}."
-                )
+            _check_bounds(spec, block, batched)
         if spec.domain & {"symmetric", "psd", "nsd", "diag"}:
             _check_matrix(spec, unvec_f(block, spec.shape), batched)
+
+
+def _check_bounds(spec: ParamSpec, block: np.ndarray, batched: bool) -> None:
+    """Values must lie within the declared bounds; the message shows the first offender."""
+    assert spec.bounds is not None
+    lo, hi = spec.bounds
+    outside = (block < lo) | (block > hi)
+    if outside.any():
+        b, j = np.argwhere(outside)[0]
+        index = tuple(int(i) for i in np.unravel_index(j, spec.shape, order="F"))
+        raise ParameterError(
+            f"parameter {spec.label}: entry {index} is {block[b, j]:.6g}, outside its "
+            f"declared bounds [{lo[j]:.6g}, {hi[j]:.6g}]{_where(outside.any(axis=1), batched)}; "
+            "pass values within the bounds."
+        )
 
 
 def _check_matrix(spec: ParamSpec, mats: np.ndarray, batched: bool) -> None:
@@ -79,8 +89,8 @@ def _check_matrix(spec: ParamSpec, mats: np.ndarray, batched: bool) -> None:
         bad = off.max(axis=(1, 2)) > 0
         if bad.any():
             raise ParameterError(
-                f"parameter '{spec.name}': declared diag=True but has nonzero off-diagonal "
-                f"entries{_where(bad, batched)}."
+                f"parameter {spec.label}: declared diag=True but has nonzero off-diagonal "
+                f"entries{_where(bad, batched)}; pass a diagonal matrix."
             )
         return
     if not spec.domain & {"psd", "nsd"}:
@@ -94,6 +104,6 @@ def _check_matrix(spec: ParamSpec, mats: np.ndarray, batched: bool) -> None:
         bad, word, val = eig[:, -1] > MATRIX_RTOL * scale, "negative", eig[:, -1]
     if bad.any():
         raise ParameterError(
-            f"parameter '{spec.name}': declared {word} semidefinite, but (X + Xᵀ)/2 has an "
+            f"parameter {spec.label}: declared {word} semidefinite, but (X + Xᵀ)/2 has an "
             f"eigenvalue {val[bad][0]:.3g}{_where(bad, batched)}. Pass for example L @ L.T."
         )

@@ -82,7 +82,10 @@ def _check_dcp(problem: cp.Problem, quadratic: bool) -> None:
     if not problem.is_dcp():
         where = _first_failure(problem, lambda e: e.is_dcp())
         hint = " It is log-log convex: pass gp=True." if problem.is_dgp() else ""
-        raise ProblemError(f"problem: is not convex (DCP): {where} breaks the DCP rules.{hint}")
+        fix = " Rewrite it by the rules of https://www.cvxpy.org/tutorial/dcp/index.html."
+        raise ProblemError(
+            f"problem: is not convex (DCP): {where} breaks the DCP rules.{hint or fix}"
+        )
     if problem.is_dpp():
         return
     if problem.is_dpp(quad_form_dpp="qp"):  # type: ignore[call-arg]  # see _check_dgp
@@ -160,6 +163,12 @@ def resolve_outputs(problem: cp.Problem, variables: Sequence[Any] | None) -> tup
         raise ProblemError(
             "variables: expected a list of cvxpy.Variable, received "
             f"{type(variables).__name__}. Wrap a single variable in a list."
+        )
+    if not variables:
+        raise ProblemError(
+            "variables: received an empty list, so the layer would have no outputs. List "
+            "the outputs you want (problem variables or constraint duals such as "
+            "`constraint.dual_variables[0]`), or pass variables=None for every variable."
         )
     primal = {v.id for v in problem.variables()}
     duals = {

@@ -46,6 +46,8 @@ class ParamSpec:
             {nonneg, nonpos, pos, neg, symmetric, psd, nsd, diag}.
         bounds: declared (lower, upper) bounds, or None.
         logged: enters through its logarithm (``gp=True``), so values must be positive.
+        position: its index among the layer's parameters (0-based).
+        auto_named: it has CVXPY's automatic name ``param<id>``, not one the user gave.
     """
 
     name: str
@@ -54,10 +56,20 @@ class ParamSpec:
     domain: frozenset[str] = frozenset()
     bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
     logged: bool = False
+    position: int = 0
+    auto_named: bool = False
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=int))
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``'A'``, or ``'param3' (argument 2)`` (1-based) when the
+        user gave it no name, so that CVXPY's automatic name can be matched to an argument."""
+        if self.auto_named:
+            return f"'{self.name}' (argument {self.position + 1})"
+        return f"'{self.name}'"
 
     @property
     def symmetric(self) -> bool:
@@ -109,7 +121,7 @@ def _gather_of(reduction: CvxAttr2Constr, pid: int, new_id: int, shape: tuple) -
 def param_specs(parameters: Sequence[cp.Parameter], logged: set[int]) -> tuple[ParamSpec, ...]:
     """Specs of the user's parameters, in the order the layer takes them."""
     specs, offset = [], 0
-    for p in parameters:
+    for position, p in enumerate(parameters):
         spec = ParamSpec(
             name=p.name(),
             shape=tuple(p.shape),
@@ -117,6 +129,8 @@ def param_specs(parameters: Sequence[cp.Parameter], logged: set[int]) -> tuple[P
             domain=_domain(p),
             bounds=_bounds(p),
             logged=p.id in logged,
+            position=position,
+            auto_named=p.name() == f"{cp.settings.PARAM_PREFIX}{p.id}",
         )
         specs.append(spec)
         offset += spec.size

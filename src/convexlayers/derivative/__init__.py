@@ -1,5 +1,11 @@
 """Derivatives of the cone-program solution map (framework-free)."""
 
+from convexlayers.derivative._adjoint import (
+    KKT_TARGET,
+    AbstractAdjoint,
+    ImplicitAdjoint,
+    Polished,
+)
 from convexlayers.derivative._engine import SolutionDerivative
 from convexlayers.derivative._linear import (
     AbstractLinearSolver,
@@ -13,11 +19,15 @@ from convexlayers.derivative._linear import (
 from convexlayers.derivative._refine import kkt_residual, normal_residual, refine
 
 __all__ = [
+    "KKT_TARGET",
+    "AbstractAdjoint",
     "AbstractLinearSolver",
     "AutoLinearSolver",
     "DenseLU",
     "FactorStore",
+    "ImplicitAdjoint",
     "KKTMatrix",
+    "Polished",
     "SolutionDerivative",
     "SolveReport",
     "SparseLU",

@@ -24,7 +24,6 @@ reused by every right-hand side, transposed solves included, and even by a nearb
 from __future__ import annotations
 
 import abc
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,12 +129,7 @@ def _shift(J: KKTMatrix) -> np.ndarray:
 
 
 class _DenseFactors(Factorization):
-    """The explicit inverse of J_δ for the whole batch.
-
-    NumPy's batched inverse is several times faster than a batched LU through SciPy at
-    these sizes, and applying it (also transposed) is one batched matrix product.
-    Refinement against J makes up for the inverse's weaker backward stability.
-    """
+    """Batched LU of J_δ (LAPACK getrf through SciPy, one call for the whole batch)."""
 
     method = "lu"
 
@@ -143,18 +137,14 @@ class _DenseFactors(Factorization):
         A = J.dense_matrices().copy()
         diag = np.arange(J.size)
         A[:, diag, diag] += _shift(J)
-        try:
-            self.inv = np.linalg.inv(A)
-        except np.linalg.LinAlgError:  # an exactly singular element: invert one by one
-            self.inv = np.full_like(A, np.nan)
-            for b in range(A.shape[0]):
-                # A singular one keeps NaN: refinement fails, least squares takes over.
-                with contextlib.suppress(np.linalg.LinAlgError):
-                    self.inv[b] = np.linalg.inv(A[b])
+        self.lu, self.piv = sla.lu_factor(A, check_finite=False)
 
     def apply(self, rhs, transpose, idx):
-        inv = self.inv[idx]
-        return (np.swapaxes(inv, 1, 2) if transpose else inv) @ rhs
+        if idx.size == self.lu.shape[0] and (idx == np.arange(idx.size)).all():
+            factors = (self.lu, self.piv)  # the whole batch: no copy
+        else:
+            factors = (self.lu[idx], self.piv[idx])
+        return sla.lu_solve(factors, rhs, trans=int(transpose), check_finite=False)
 
 
 class _SparseFactors(Factorization):

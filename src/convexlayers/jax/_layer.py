@@ -14,7 +14,7 @@ import numpy as np
 from convexlayers._core import SolutionMap, SolveInfo
 from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ParameterError, SolverArgumentError
-from convexlayers.derivative import AbstractLinearSolver
+from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.jax import _rules  # noqa: F401  (registers batching and AD rules)
 from convexlayers.jax._primitives import jvp_p, solve_p
 
@@ -35,15 +35,16 @@ class CvxpyLayer:
         gp: parse the problem as a log-log convex program.
         solver: "CLARABEL" (default), "SCS" or "ECOS".
         solver_args: default solver settings; a call's ``solver_args`` override them.
-        linear_solver: strategy for the derivative's linear systems (default: dense LU
-            for small systems, sparse LU for large ones).
-        refine: polish solutions with damped Newton steps on the KKT conditions, for
-            outputs and gradients accurate to near machine precision (a few extra linear
-            solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
-            True: every solve; False: never.
+        linear_solver: shorthand for ``adjoint=ImplicitAdjoint(linear_solver=...)``.
+        refine: shorthand kept from 0.1: True, "auto" or False is
+            ``adjoint=ImplicitAdjoint(polish=True / "derivative" / False)``.
         on_failure: "raise" (default): a call raises ``SolverError`` when some batch
             elements have no solution; "nan": those elements get NaN outputs and zero
             gradients, the rest is solved as usual, and ``layer.info.failed`` lists them.
+        adjoint: the derivative strategy (default ``ImplicitAdjoint()`` from
+            ``convexlayers.derivative``: outputs polished to the exact solution by Newton
+            steps on the KKT conditions, so that they agree with their gradients; the
+            backward pass reuses the last step's factorization).
 
     The layer pickles and deep-copies; one layer may be called from several threads.
 
@@ -66,8 +67,9 @@ class CvxpyLayer:
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool | str = "auto",
+        refine: bool | str | None = None,
         on_failure: str = "raise",
+        adjoint: AbstractAdjoint | None = None,
     ) -> None:
         self._info: SolveInfo | None = None
         self._map = SolutionMap(
@@ -80,6 +82,7 @@ class CvxpyLayer:
             linear_solver=linear_solver,
             refine=refine,
             on_failure=on_failure,
+            adjoint=adjoint,
         )
 
     @property
@@ -119,11 +122,13 @@ class CvxpyLayer:
                 run-time errors arrive as ``jax.errors.JaxRuntimeError`` with the original
                 error's type and message in its text.
         """
-        self._map.batch_spec([None if p is None else np.shape(p) for p in params])
+        if len(params) != len(self._map.parameters):
+            self._map.batch_spec([None] * len(params))  # the count error
+        arrays = [None if p is None else _array(spec.label, p)
+                  for spec, p in zip(self._map.parameters, params, strict=True)]
+        self._map.batch_spec([None if a is None else a.shape for a in arrays])
         static = (_static(solver_args), on_failure and check_on_failure(on_failure), self._record)
         self._map.backend(solver_args)  # validate before any work
-        arrays = [_array(spec.name, p) for spec, p in zip(self._map.parameters, params,
-                                                           strict=True)]
         dtype = _float_dtype(arrays)
         return _solve(self._map, static, *(a.astype(dtype) for a in arrays))
 
@@ -149,14 +154,22 @@ def _solve_jvp(smap: SolutionMap, static: tuple, primals, tangents):
     return tuple(res[:k]), tuple(touts)
 
 
-def _array(name: str, value: Any) -> jax.Array:
+def _array(label: str, value: Any) -> jax.Array:
+    """One parameter value as a real JAX array (Python numbers and nested lists accepted)."""
     try:
-        return jnp.asarray(value)
+        array = jnp.asarray(value)
     except (TypeError, ValueError) as err:
         raise ParameterError(
-            f"parameter '{name}': expected an array of numbers, received "
+            f"parameter {label}: expected an array of numbers, received "
             f"{type(value).__name__} ({err})."
         ) from err
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
+            or array.dtype == jnp.bool_):
+        raise ParameterError(
+            f"parameter {label}: expected real numbers, received an array of dtype "
+            f"{array.dtype}; pass a real floating-point array."
+        )
+    return array
 
 
 def _static(solver_args: Mapping[str, Any] | None) -> tuple:

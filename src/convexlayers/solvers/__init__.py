@@ -60,12 +60,13 @@ def available_solvers() -> list[str]:
     return [name for name, backend in _BACKENDS.items() if _installed(backend.package)]
 
 
-def get_solver(name: str) -> AbstractSolver:
+def get_solver(name: str, argument: str = "solver") -> AbstractSolver:
     """Return the backend called ``name``.
 
     Args:
         name: "CLARABEL", "SCS" or "ECOS" (any case), or a backend class name
             such as "SCSSolver".
+        argument: how error messages name the argument that gave ``name``.
 
     Raises:
         SolverArgumentError: if ``name`` is not a known backend, or its solver
@@ -74,12 +75,12 @@ def get_solver(name: str) -> AbstractSolver:
     key = _ALIASES.get(name.upper()) if isinstance(name, str) else None
     if key is None:
         raise SolverArgumentError(
-            f"solver: unknown solver {name!r}; choose one of {list(_BACKENDS)}."
+            f"{argument}: unknown solver {name!r}; choose one of {list(_BACKENDS)}."
         )
     backend = _BACKENDS[key]
     if not _installed(backend.package):
         raise SolverArgumentError(
-            f"solver: {key} needs the {backend.package!r} package, which is not "
+            f"{argument}: {key} needs the {backend.package!r} package, which is not "
             f"installed; run `{backend.install}`. Installed solvers: {available_solvers()}."
         )
     module = importlib.import_module(backend.module)

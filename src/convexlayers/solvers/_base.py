@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,8 +96,60 @@ class SolveResult:
     message: str = ""
 
 
-# Keys of cvxpylayers' ``solver_args`` that every backend understands.
+# Keys of cvxpylayers' ``solver_args`` that every backend understands, and their kinds.
 COMPAT_KEYS = ("eps", "max_iters", "acceleration_lookback", "verbose")
+COMPAT_KINDS = {
+    "eps": "positive number",
+    "max_iters": "positive int",
+    "acceleration_lookback": "int",
+    "verbose": "bool",
+}
+# The solvers' integer settings are C ints.
+_INT_MAX = 2**31 - 1
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+
+# Kind of a setting -> (test, what the error message says is expected, conversion).
+KINDS: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    "bool": (lambda v: isinstance(v, bool | np.bool_), "True or False", bool),
+    "int": (lambda v: _is_int(v) and abs(v) <= _INT_MAX, "an integer", int),
+    "positive int": (
+        lambda v: _is_int(v) and 0 < v <= _INT_MAX, "a positive integer (at most 2**31 - 1)", int
+    ),
+    "nonnegative int": (
+        lambda v: _is_int(v) and 0 <= v <= _INT_MAX,
+        "a nonnegative integer (at most 2**31 - 1)",
+        int,
+    ),
+    "positive number": (
+        lambda v: _is_real(v) and 0 < v < math.inf, "a positive finite number", float
+    ),
+    "nonnegative number": (lambda v: _is_real(v) and v >= 0, "a nonnegative number", float),
+    "number in (0, 2)": (lambda v: _is_real(v) and 0 < v < 2, "a number in (0, 2)", float),
+    "str": (lambda v: isinstance(v, str), "a string", str),
+}
+
+
+def check_kind(key: str, value: Any, kind: str, solver: str) -> Any:
+    """Check one ``solver_args`` value against its kind; return it as a plain Python value.
+
+    Raises:
+        SolverArgumentError: naming the key, the value received and the kind expected.
+    """
+    test, expected, convert = KINDS[kind]
+    if not test(value):
+        raise SolverArgumentError(
+            f"solver_args[{key!r}]: expected {expected} for {solver}, received {value!r} "
+            f"({type(value).__name__})."
+        )
+    return convert(value)
 
 
 class AbstractSolver(abc.ABC):
@@ -110,6 +164,8 @@ class AbstractSolver(abc.ABC):
     supports_quadratic_objective: ClassVar[bool]
     supported_cones: ClassVar[frozenset[str]]
     native_keys: ClassVar[frozenset[str]]
+    # Kinds (keys of KINDS) of native settings checked before any solve.
+    native_kinds: ClassVar[Mapping[str, str]] = {}
     # The solver releases the GIL while it works, so a batch can run on several threads.
     releases_gil: ClassVar[bool] = False
 
@@ -118,10 +174,11 @@ class AbstractSolver(abc.ABC):
 
         Accepts the backend's native keys plus the cvxpylayers keys ``eps``,
         ``max_iters``, ``acceleration_lookback`` (SCS only, ignored elsewhere)
-        and ``verbose``.
+        and ``verbose``. Every value is checked here, before any solve.
 
         Raises:
-            SolverArgumentError: on a key this backend does not know.
+            SolverArgumentError: on a key this backend does not know, or a value of the
+                wrong kind (naming the key, the value and the kind expected).
         """
         unknown = sorted(set(solver_args) - self.native_keys - set(COMPAT_KEYS))
         if unknown:
@@ -130,9 +187,23 @@ class AbstractSolver(abc.ABC):
                 f"the cvxpylayers keys {list(COMPAT_KEYS)}, 'solve_method', and "
                 f"{self.name}'s own settings: {sorted(self.native_keys)}."
             )
-        native = {k: v for k, v in solver_args.items() if k in self.native_keys}
-        compat = {k: v for k, v in solver_args.items() if k in COMPAT_KEYS}
+        args = dict(solver_args)
+        for key, value in args.items():
+            kind = COMPAT_KINDS.get(key, self.native_kinds.get(key))
+            if kind is not None:
+                args[key] = check_kind(key, value, kind, self.name)
+        native = {k: v for k, v in args.items() if k in self.native_keys}
+        compat = {k: v for k, v in args.items() if k in COMPAT_KEYS}
+        self._check_native(native)
         return {**self._translate(compat), **native}
+
+    def _check_native(self, native: Mapping[str, Any]) -> None:
+        """Check native settings beyond their declared kinds (backend-specific).
+
+        Raises:
+            SolverArgumentError: on a value the backend would reject.
+        """
+        return  # the declared kinds are all a backend without its own checks needs
 
     def check_program(self, program: ConeProgram) -> None:
         """Check that this backend can solve ``program`` and that its shapes agree.

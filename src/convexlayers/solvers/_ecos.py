@@ -61,6 +61,16 @@ _SETTINGS = frozenset(
 )
 
 
+# Kinds of the settings other than the cvxpylayers keys (max_iters, verbose).
+_KINDS = {
+    **dict.fromkeys(
+        ("feastol", "abstol", "reltol", "feastol_inacc", "abstol_inacc", "reltol_inacc"),
+        "positive number",
+    ),
+    "nitref": "nonnegative int",
+}
+
+
 def row_permutation(dims: ConeDims) -> np.ndarray:
     """Our row index of each ECOS row: rows y and z of each exponential cone swapped."""
     perm = np.arange(dims.size)
@@ -76,6 +86,7 @@ class ECOSSolver(AbstractSolver):
     supports_quadratic_objective = False
     supported_cones = frozenset({"zero", "nonneg", "soc", "exp"})
     native_keys = _SETTINGS
+    native_kinds = _KINDS
 
     def _translate(self, compat: Mapping[str, Any]) -> dict[str, Any]:
         native: dict[str, Any] = {}

@@ -66,6 +66,24 @@ _SETTINGS = frozenset(
 )
 
 
+# Kinds of the settings (scs/include/glbopts.h, validated by SCS only when it solves).
+_KINDS = {
+    "normalize": "bool",
+    "scale": "positive number",
+    "adaptive_scale": "bool",
+    "rho_x": "positive number",
+    "max_iters": "positive int",
+    "eps_abs": "nonnegative number",
+    "eps_rel": "nonnegative number",
+    "eps_infeas": "nonnegative number",
+    "alpha": "number in (0, 2)",
+    "time_limit_secs": "nonnegative number",
+    "acceleration_interval": "positive int",
+    "write_data_filename": "str",
+    "log_csv_filename": "str",
+}
+
+
 def psd_permutation(k: int) -> np.ndarray:
     """Our svec rows in SCS's order for one k-by-k PSD block.
 
@@ -107,6 +125,7 @@ class SCSSolver(AbstractSolver):
     supports_quadratic_objective = True
     supported_cones = frozenset({"zero", "nonneg", "soc", "psd", "exp", "power"})
     native_keys = _SETTINGS
+    native_kinds = _KINDS
 
     def _translate(self, compat: Mapping[str, Any]) -> dict[str, Any]:
         native: dict[str, Any] = {}

@@ -12,7 +12,7 @@ import tensorflow as tf
 from convexlayers._core import SolutionMap, SolveInfo
 from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ConvexLayersError, ParameterError
-from convexlayers.derivative import AbstractLinearSolver
+from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.tensorflow._ops import check_not_xla, solve
 from convexlayers.tensorflow._shapes import static_output_shapes
 
@@ -39,15 +39,16 @@ class CvxpyLayer(keras.layers.Layer):
         gp: parse the problem as a log-log convex program.
         solver: "CLARABEL" (default), "SCS" or "ECOS".
         solver_args: default solver settings; a call's ``solver_args`` override them.
-        linear_solver: strategy for the derivative's linear systems (default: dense LU
-            for small systems, sparse LU for large ones).
-        refine: polish solutions with damped Newton steps on the KKT conditions, for
-            outputs and gradients accurate to near machine precision (a few extra linear
-            solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
-            True: every solve; False: never.
+        linear_solver: shorthand for ``adjoint=ImplicitAdjoint(linear_solver=...)``.
+        refine: shorthand kept from 0.1: True, "auto" or False is
+            ``adjoint=ImplicitAdjoint(polish=True / "derivative" / False)``.
         on_failure: "raise" (default): a call raises ``SolverError`` when some batch
             elements have no solution; "nan": those elements get NaN outputs and zero
             gradients, the rest is solved as usual, and ``layer.info.failed`` lists them.
+        adjoint: the derivative strategy (default ``ImplicitAdjoint()`` from
+            ``convexlayers.derivative``: outputs polished to the exact solution by Newton
+            steps on the KKT conditions, so that they agree with their gradients; the
+            backward pass reuses the last step's factorization).
         name: the Keras layer name.
 
     The layer pickles and deep-copies; one layer may be called from several threads.
@@ -71,8 +72,9 @@ class CvxpyLayer(keras.layers.Layer):
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool | str = "auto",
+        refine: bool | str | None = None,
         on_failure: str = "raise",
+        adjoint: AbstractAdjoint | None = None,
         *,
         name: str | None = None,
     ) -> None:
@@ -87,6 +89,7 @@ class CvxpyLayer(keras.layers.Layer):
             linear_solver=linear_solver,
             refine=refine,
             on_failure=on_failure,
+            adjoint=adjoint,
         )
         self._adopt(smap)
 
@@ -168,10 +171,9 @@ class CvxpyLayer(keras.layers.Layer):
         try:  # everything the static shapes and types show, before any work
             if len(params) != len(self._map.parameters):
                 self._map.batch_spec(list(params))  # the count error, before converting
-            tensors = [None if p is None else tf.convert_to_tensor(p) for p in params]
+            tensors = _tensors(self._map, params)
             shapes = static_output_shapes(self._map, [None if t is None else t.shape
                                                       for t in tensors])
-            _check_real(self._map, tensors)
             self._map.backend(solver_args)
             if on_failure is not None:
                 check_on_failure(on_failure)
@@ -208,13 +210,34 @@ def _restore(smap: SolutionMap, name: str) -> CvxpyLayer:
     return layer
 
 
-def _check_real(smap: SolutionMap, tensors: Sequence[tf.Tensor]) -> None:
-    for spec, t in zip(smap.parameters, tensors, strict=True):
+def _tensors(smap: SolutionMap, params: Sequence[Any]) -> list[tf.Tensor | None]:
+    """Parameter values as dense real tensors (None stays None for the shape check)."""
+    tensors: list[tf.Tensor | None] = []
+    for spec, p in zip(smap.parameters, params, strict=True):
+        if p is None:
+            tensors.append(None)
+            continue
+        if isinstance(p, tf.SparseTensor | tf.RaggedTensor):
+            sparse = isinstance(p, tf.SparseTensor)
+            fix = "tf.sparse.to_dense(value)" if sparse else "value.to_tensor()"
+            raise ParameterError(
+                f"parameter {spec.label}: received a {type(p).__name__}; pass a dense tensor "
+                f"({fix})."
+            )
+        try:
+            t = tf.convert_to_tensor(p)
+        except (TypeError, ValueError) as err:
+            raise ParameterError(
+                f"parameter {spec.label}: expected a tensor or array of numbers, received "
+                f"{type(p).__name__} ({err})."
+            ) from err
         if not (t.dtype.is_floating or t.dtype.is_integer or t.dtype.is_bool):
             raise ParameterError(
-                f"parameter '{spec.name}': expected real numbers, received a "
+                f"parameter {spec.label}: expected real numbers, received a "
                 f"{t.dtype.name} tensor."
             )
+        tensors.append(t)
+    return tensors
 
 
 def _result_dtype(tensors: Sequence[tf.Tensor]) -> tf.DType:

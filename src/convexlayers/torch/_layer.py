@@ -11,7 +11,7 @@ import torch
 from convexlayers._core import SolutionMap, SolveInfo
 from convexlayers._core._report import check_on_failure
 from convexlayers._errors import ParameterError, SolverArgumentError
-from convexlayers.derivative import AbstractLinearSolver
+from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.torch._ops import encode, register, solve_op
 
 
@@ -30,16 +30,17 @@ class CvxpyLayer(torch.nn.Module):
         gp: parse the problem as a log-log convex program.
         solver: "CLARABEL" (default), "SCS" or "ECOS".
         solver_args: default solver settings; a call's ``solver_args`` override them.
-        linear_solver: strategy for the derivative's linear systems (default: dense LU
-            for small systems, sparse LU for large ones).
-        refine: polish solutions with damped Newton steps on the KKT conditions, for
-            outputs and gradients accurate to near machine precision (a few extra linear
-            solves). "auto" (default): only inaccurate solves (KKT residual > 1e-9);
-            True: every solve; False: never.
+        linear_solver: shorthand for ``adjoint=ImplicitAdjoint(linear_solver=...)``.
+        refine: shorthand kept from 0.1: True, "auto" or False is
+            ``adjoint=ImplicitAdjoint(polish=True / "derivative" / False)``.
         on_failure: "raise" (default): a call raises ``SolverError`` when some batch
             elements have no solution; "nan": those elements get NaN outputs and zero
             gradients, the rest of the batch is solved and differentiated as usual, and
             ``layer.info.failed`` lists them. A call's ``on_failure`` overrides it.
+        adjoint: the derivative strategy (default ``ImplicitAdjoint()`` from
+            ``convexlayers.derivative``: outputs polished to the exact solution by Newton
+            steps on the KKT conditions, so that they agree with their gradients; the
+            backward pass reuses the last step's factorization).
 
     The layer pickles and deep-copies (``torch.save(model)``, ``copy.deepcopy``); one
     layer may be called from several threads at once.
@@ -63,8 +64,9 @@ class CvxpyLayer(torch.nn.Module):
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         linear_solver: AbstractLinearSolver | None = None,
-        refine: bool | str = "auto",
+        refine: bool | str | None = None,
         on_failure: str = "raise",
+        adjoint: AbstractAdjoint | None = None,
     ) -> None:
         super().__init__()
         self._info: SolveInfo | None = None
@@ -78,6 +80,7 @@ class CvxpyLayer(torch.nn.Module):
             linear_solver=linear_solver,
             refine=refine,
             on_failure=on_failure,
+            adjoint=adjoint,
         )
         self._handle = register(self)
 
@@ -123,7 +126,7 @@ class CvxpyLayer(torch.nn.Module):
         self._map.batch_spec([tuple(t.shape) for t in tensors])
         self._map.backend(solver_args)  # validate before any work
         options = _encode(solver_args, on_failure)
-        dtype, device = _common_dtype_device(tensors)
+        dtype, device = _common_dtype_device(self._map, params, tensors)
         cpu = [t.to(device="cpu", dtype=torch.float64) for t in tensors]
         results = solve_op(cpu, self._handle, options)
         return tuple(r.to(device=device, dtype=dtype) for r in results[: len(self._map.outputs)])
@@ -137,19 +140,24 @@ def _tensors(smap: SolutionMap, params: Sequence[Any]) -> list[torch.Tensor]:
     for spec, p in zip(smap.parameters, params, strict=True):
         if p is None:
             raise ParameterError(
-                f"parameter '{spec.name}': received None; pass a tensor of shape {spec.shape}."
+                f"parameter {spec.label}: received None; pass a tensor of shape {spec.shape}."
             )
         try:
             t = p if isinstance(p, torch.Tensor) else torch.as_tensor(p)
         except (TypeError, ValueError, RuntimeError) as err:
             raise ParameterError(
-                f"parameter '{spec.name}': expected a tensor or array of numbers, received "
+                f"parameter {spec.label}: expected a tensor or array of numbers, received "
                 f"{type(p).__name__} ({err})."
             ) from err
         if t.is_complex() or not (t.is_floating_point() or t.dtype in _REAL_INTEGRAL):
             raise ParameterError(
-                f"parameter '{spec.name}': expected real numbers, received a {t.dtype} "
+                f"parameter {spec.label}: expected real numbers, received a {t.dtype} "
                 "tensor; pass a real floating-point tensor."
+            )
+        if t.layout != torch.strided:
+            raise ParameterError(
+                f"parameter {spec.label}: received a {t.layout} tensor; pass a dense one "
+                "(`.to_dense()`)."
             )
         tensors.append(t)
     return tensors
@@ -158,12 +166,27 @@ def _tensors(smap: SolutionMap, params: Sequence[Any]) -> list[torch.Tensor]:
 _REAL_INTEGRAL = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def _common_dtype_device(tensors: Sequence[torch.Tensor]) -> tuple[torch.dtype, torch.device]:
-    devices = {t.device for t in tensors}
+def _common_dtype_device(
+    smap: SolutionMap, params: Sequence[Any], tensors: Sequence[torch.Tensor]
+) -> tuple[torch.dtype, torch.device]:
+    """The outputs' dtype (the inputs' promoted) and device (the inputs').
+
+    Only values given as tensors pin the device: Python numbers and arrays do not.
+    """
+    placed = {spec.label: t.device for spec, p, t in zip(smap.parameters, params, tensors,
+                                                          strict=True)
+              if isinstance(p, torch.Tensor)}
+    devices = set(placed.values())
     if len(devices) > 1:
+        where = ", ".join(f"{name} on {device}" for name, device in placed.items())
         raise ParameterError(
-            f"parameters: tensors are on different devices {sorted(map(str, devices))}; "
-            "move them to one device."
+            f"parameters: tensors are on different devices ({where}); move them to one "
+            "device, e.g. with `.to(device)`."
+        )
+    if torch.device("meta") in devices:
+        raise ParameterError(
+            f"parameters: received tensors on the meta device ({', '.join(placed)}), which "
+            "hold no values to solve with; pass tensors on a real device (CPU, CUDA, ...)."
         )
     floats = [t.dtype for t in tensors if t.is_floating_point()]
     dtype = floats[0] if floats else torch.get_default_dtype()
@@ -177,8 +200,9 @@ def _encode(solver_args: Mapping[str, Any] | None, on_failure: str | None) -> st
     """Per-call options as a JSON string, the form a custom op can take."""
     if on_failure is not None:
         check_on_failure(on_failure)
+    items = tuple((solver_args or {}).items())
     try:
-        return encode(solver_args, on_failure)
+        return encode(items, on_failure)
     except TypeError as err:
         raise SolverArgumentError(
             f"solver_args: values must be plain numbers, strings or booleans ({err})."

@@ -57,15 +57,21 @@ def _lookup(handle: int) -> _Layer:
     return layer
 
 
-def encode(solver_args: Any, on_failure: str | None) -> str:
+@torch.compiler.assume_constant_result
+def encode(solver_args: tuple[tuple[str, Any], ...], on_failure: str | None) -> str:
     """A call's options as a JSON string, the form a custom op can take.
 
-    The usual call has none: a constant string then, which ``torch.compile`` traces
-    without stepping into the JSON encoder.
+    ``torch.compile`` cannot trace the JSON encoder: it calls this function while
+    tracing and keeps the string as a constant of the graph. The options must then be
+    Python constants (literals, or values closed over: Dynamo guards on them).
+
+    Args:
+        solver_args: the call's ``solver_args`` as a tuple of (key, value) items.
+        on_failure: the call's ``on_failure``, or None.
     """
     if not solver_args and on_failure is None:
         return "{}"
-    return json.dumps({"solver_args": dict(solver_args or {}), "on_failure": on_failure},
+    return json.dumps({"solver_args": dict(solver_args), "on_failure": on_failure},
                       sort_keys=True)
 
 

@@ -1,0 +1,54 @@
+"""Factorizations kept from a forward pass for its backward pass.
+
+Polishing in the forward pass factors J at (almost) the point the derivative needs;
+the backward pass, which only sees plain arrays, finds that factorization again by a
+fingerprint of the point. A small LRU cache: a miss only costs a new factorization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from convexlayers.derivative import FactorStore
+
+
+def fingerprint(*arrays: np.ndarray) -> bytes:
+    """A digest of the arrays' shapes and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+class FactorCache:
+    """Thread-safe LRU map fingerprint -> :class:`FactorStore`; empty when copied."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, FactorStore] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: bytes, factors: FactorStore) -> None:
+        with self._lock:
+            self._items[key] = factors
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, key: bytes) -> FactorStore | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.capacity = state["capacity"]
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
