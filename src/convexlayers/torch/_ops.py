@@ -130,7 +130,9 @@ def _(params, state, cotangents, handle, solver):
 
 def _setup_context(ctx, inputs, output):
     params, handle, options = inputs
-    smap = _lookup(handle)._map
+    layer = _lookup(handle)
+    ctx.layer = layer  # keeps a layer built inline alive until its backward has run
+    smap = layer._map
     ctx.num_outputs = len(smap.outputs)
     ctx.save_for_backward(*params, *output[len(smap.outputs):])
     ctx.num_params = len(params)
