@@ -79,7 +79,7 @@ def test_call(row, mode):
         if row.warns is None:
             result = _run(row, mode)
         else:
-            with pytest.warns(row.warns):
+            with pytest.warns(row.warns, match=row.match or None):
                 result = _run(row, mode)
         assert row.check is not None
         row.check(result)

@@ -80,7 +80,10 @@ def report(info: SolveInfo, batched: bool, outputs: list[np.ndarray], on_failure
                 f"exact (KKT residual up to {worst:.2g} after polishing and a second solve at "
                 f"eps=1e-11; target {adjoint.target:g}; per element in layer.info.residual): "
                 "outputs and derivatives there may be inaccurate, e.g. a solution that is not "
-                "unique or a constraint that is only just active. Check the parameter values.",
+                "unique, a constraint that is only just active, an iteration limit reached "
+                "(statuses in layer.info), or data of a tiny scale (the solver's tolerances "
+                "are absolute: scale it to order one, or pass a smaller eps). Check the "
+                "parameter values.",
                 InaccurateSolutionWarning,
                 stacklevel=4,
             )
