@@ -157,9 +157,13 @@ def measure_workload(w: Workload, libs: list[Library], threads: int, repeats: in
             (row["fwd_s"], row["fwd_n"]), (row["fwdbwd_s"], row["fwdbwd_n"]) = (
                 t[0].median(), t[1].median())
             row["fwd_min_s"], row["fwdbwd_min_s"] = (min(x.times or [x.warm]) for x in t)
+            # The backward alone: forward+backward minus forward (medians, floored at 0).
+            row["bwd_s"] = max(row["fwdbwd_s"] - row["fwd_s"], 0.0)
+            row["bwd_over_fwd"] = row["bwd_s"] / row["fwd_s"]
         if row["status"] == "ok" and ref["status"] == "ok":
-            for key in ("fwd", "fwdbwd"):
-                row[f"{key}_ratio"] = row[f"{key}_s"] / ref[f"{key}_s"]
+            for key in ("fwd", "bwd", "fwdbwd"):
+                if ref[f"{key}_s"] > 0:
+                    row[f"{key}_ratio"] = row[f"{key}_s"] / ref[f"{key}_s"]
             row["sol_diff"], row["sol_rel"] = _max_diff(row["outputs"], ref["outputs"])
             row["grad_diff"], row["grad_rel"] = _max_diff(row["grads"], ref["grads"])
             row["flag"] = row["sol_rel"] > SOL_FLAG or row["grad_rel"] > GRAD_FLAG
@@ -178,12 +182,16 @@ def _ratio(x) -> str:
     return "—" if x is None else f"{x:.2f}x"
 
 
+def _fraction(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _sci(x) -> str:
     return "—" if x is None else f"{x:.1e}"
 
 
-HEADER = ("| workload | library | construct (s) | fwd (ms) | fwd ratio | fwd+bwd (ms) "
-          "| fwd+bwd ratio | max abs Δx | max abs Δgrad | note |")
+HEADER = ("| workload | library | construct (s) | fwd (ms) | fwd ratio | bwd (ms) | bwd ratio "
+          "| bwd/fwd | fwd+bwd (ms) | fwd+bwd ratio | max abs Δx | max abs Δgrad | note |")
 
 
 def format_row(r: dict) -> str:
@@ -192,8 +200,10 @@ def format_row(r: dict) -> str:
     note = "**LARGE DIFF**" if r.get("flag") else ""
     if min(r.get("fwd_n", 1), r.get("fwdbwd_n", 1)) == 0:
         note += " (single cold run)"
+    bwd_ratio = r.get("bwd_ratio") if r.get("bwd_s") else None
     return (f"| {r['workload']} | {r['library']} | {r['construct_s']:.2f} | {_ms(r['fwd_s'])} "
-            f"| {_ratio(r.get('fwd_ratio'))} | {_ms(r['fwdbwd_s'])} "
+            f"| {_ratio(r.get('fwd_ratio'))} | {_ms(r.get('bwd_s'))} | {_ratio(bwd_ratio)} "
+            f"| {_fraction(r.get('bwd_over_fwd'))} | {_ms(r['fwdbwd_s'])} "
             f"| {_ratio(r.get('fwdbwd_ratio'))} | {_sci(r.get('sol_diff'))} "
             f"| {_sci(r.get('grad_diff'))} | {note.strip()} |")
 

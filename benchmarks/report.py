@@ -89,7 +89,7 @@ def write_results(rows: list[dict], libs: list[Library], args, repeats: int,
         + f" (convexlayers source sha256 {info['convexlayers_source_sha256']}).", "",
         "| library | configuration |", "|---|---|",
         *(f"| {lib.name} | {lib.config} |" for lib in libs), "",
-        "## Results", "", HEADER, "|" + "---|" * 10,
+        "## Results", "", HEADER, "|" + "---|" * 13,
         *(format_row(r) for r in rows), "", "## Summary", "", *summary(rows, libs), "",
     ]
     warned: dict[tuple[str, str], list[str]] = {}
