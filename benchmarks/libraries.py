@@ -41,12 +41,21 @@ class Library:
             return "not installed"
 
 
-def _ours(w: Workload, threads: int) -> Call:
+def _ours(w: Workload, threads: int, solver: str | None = None) -> Call:
     from convexlayers.torch import CvxpyLayer
 
     prob, params, variables = w.build()
-    layer = CvxpyLayer(prob, parameters=params, variables=variables)
+    layer = CvxpyLayer(prob, parameters=params, variables=variables, solver=solver)
     return lambda t, grad: layer(*t)
+
+
+def _ours_native(w: Workload, threads: int) -> Call:
+    return _ours(w, threads, solver="NATIVE")
+
+
+def _native_supports(w: Workload) -> str | None:
+    return None if w.cones.split(" (")[0] in ("nonneg", "zero, nonneg", "none") else \
+        "the native solver takes zero and nonnegative cones only"
 
 
 def _cvxpylayers(solver: str | None, args: dict) -> Callable[[Workload, int], Call]:
@@ -91,4 +100,6 @@ LIBRARIES = [
     Library("cvxpylayers[moreau-ipm]", "moreau", "solver=MOREAU, solver=ipm",
             _cvxpylayers("MOREAU", {"solver": "ipm"})),
     Library("qpth", "qpth", "PDIPM_BATCHED, eps 1e-12, maxIter 20", _qpth, _qpth_supports),
+    Library("convexlayers[native]", "convexlayers", "solver=NATIVE (batched IPM), tol 1e-9",
+            _ours_native, _native_supports),
 ]

@@ -144,6 +144,10 @@ class SolutionMap:
         """The problem compiled for ``backend``'s capabilities (cached)."""
         backend = get_solver(backend) if isinstance(backend, str) else backend
         key = (backend.supports_quadratic_objective, backend.supported_cones)
+        if key not in self._programs:  # a program compiled for another backend may fit
+            fits = [p for p in self._programs.values() if _fits(p, backend)]
+            if fits:
+                self._programs[key] = fits[0]
         if key not in self._programs:
             if self._source is None:
                 raise ProblemError(
@@ -223,7 +227,7 @@ class SolutionMap:
         data = prog.data.apply(theta)
         x = np.full((batch.size, prog.n), np.nan)
         y, s = np.full((2, batch.size, prog.m), np.nan)
-        results = solve_all(backend, [prog.data.program(d) for d in data], settings)
+        results = _solve(backend, prog, data, settings)
         x, y, s, residual, factors = self._improve(backend, settings, prog, data, results)
         if factors is not None:  # for the backward pass of this call
             self._factors.put(fingerprint(theta, x, y), factors)
@@ -254,7 +258,7 @@ class SolutionMap:
         stuck = np.flatnonzero(residual > self.adjoint.target)
         if stuck.size:
             tight = {**settings, **backend.settings({"eps": TIGHT_EPS})}
-            again = solve_all(backend, [prog.data.program(d) for d in data[stuck]], tight)
+            again = _solve(backend, prog, data[stuck], tight)
             x2, y2, s2 = _stack(again, prog.n, prog.m)
             pol2 = self.adjoint.improve(prog.data, data[stuck], x2, y2, s2)
             better = np.flatnonzero(pol2.residual < residual[stuck])  # NaN: False
@@ -347,6 +351,21 @@ class SolutionMap:
             out = prog.outputs_from(deriv.x, deriv.y)
             dout[idx] = prog.outputs_jvp(out, dx, dy)
         return split_outputs(prog.outputs, dout, batch), self._info(info, deriv, idx, kkt)
+
+
+def _fits(prog: ParametricConeProgram, backend: AbstractSolver) -> bool:
+    """Whether ``backend`` can solve ``prog`` as compiled (its cones, its P)."""
+    kinds = prog.data.dims.kinds()
+    return kinds <= backend.supported_cones and (
+        backend.supports_quadratic_objective or prog.data.P is None)
+
+
+def _solve(backend: AbstractSolver, prog: ParametricConeProgram, data: np.ndarray,
+           settings: Mapping[str, Any]) -> list:
+    """Solve a batch: as one array program if the backend can, else element by element."""
+    if backend.batched:
+        return backend.solve_batch(prog.data, data, settings)
+    return solve_all(backend, [prog.data.program(d) for d in data], settings)
 
 
 def _stack(results, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -43,6 +43,9 @@ _BACKENDS = {
         "ecos",
         "pip install convexlayers[ecos] (or pip install ecos)",
     ),
+    "NATIVE": _Backend(
+        "convexlayers.solvers._native", "NativeSolver", "numpy", "pip install numpy"
+    ),
 }
 
 _ALIASES = {
@@ -60,18 +63,21 @@ def available_solvers() -> list[str]:
     return [name for name, backend in _BACKENDS.items() if _installed(backend.package)]
 
 
-def get_solver(name: str, argument: str = "solver") -> AbstractSolver:
+def get_solver(name: str | AbstractSolver, argument: str = "solver") -> AbstractSolver:
     """Return the backend called ``name``.
 
     Args:
-        name: "CLARABEL", "SCS" or "ECOS" (any case), or a backend class name
-            such as "SCSSolver".
+        name: "CLARABEL", "SCS", "ECOS" or "NATIVE" (any case), a backend class name
+            such as "SCSSolver", or a backend object (an :class:`AbstractSolver`, which
+            may come from another package) returned as it is.
         argument: how error messages name the argument that gave ``name``.
 
     Raises:
         SolverArgumentError: if ``name`` is not a known backend, or its solver
             package is not installed.
     """
+    if isinstance(name, AbstractSolver):
+        return name
     key = _ALIASES.get(name.upper()) if isinstance(name, str) else None
     if key is None:
         raise SolverArgumentError(

@@ -168,6 +168,18 @@ class AbstractSolver(abc.ABC):
     native_kinds: ClassVar[Mapping[str, str]] = {}
     # The solver releases the GIL while it works, so a batch can run on several threads.
     releases_gil: ClassVar[bool] = False
+    # The solver takes a whole batch at once (:meth:`solve_batch`) instead of one program
+    # at a time (:meth:`solve`, called per element by the layer).
+    batched: ClassVar[bool] = False
+
+    def solve_batch(self, structure: Any, data: np.ndarray,
+                    settings: Mapping[str, Any]) -> list[SolveResult]:
+        """Solve a batch: ``data`` (B, nd) laid out as ``structure`` (a compiled
+        ``DataMap``: ``split``, ``dims``, the patterns of P and A, ``program(row)``).
+
+        Only backends with ``batched = True`` implement it.
+        """
+        raise NotImplementedError(f"{self.name} solves one program at a time (solve).")
 
     def settings(self, solver_args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``solver_args`` and return native settings.
