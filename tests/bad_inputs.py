@@ -393,7 +393,8 @@ BUILD_ROWS: list[BuildRow] = [
     BuildRow("no_outputs", _readme_args(variables=lambda x: []), ProblemError,
              r"variables: received an empty list.*variables=None"),
     BuildRow("solver_name", _with(solver="GUROBIX"), SAE,
-             r"solver: unknown solver 'GUROBIX'; choose one of \['CLARABEL', 'SCS', 'ECOS'\]"),
+             r"solver: unknown solver 'GUROBIX'; choose one of \['CLARABEL', 'SCS', 'ECOS', "
+             r"'NATIVE'\]"),
     BuildRow("solver_args_key", _with(solver_args={"bogus": 1}), SAE,
              r"solver_args: \['bogus'\] not understood by CLARABEL"),
     BuildRow("solver_args_value", _with(solver_args={"max_iters": -5}), SAE,
