@@ -250,3 +250,18 @@ def test_inline_layer_survives_until_its_backward():
     gc.collect()
     loss.backward()
     assert torch.isfinite(tensors[0].grad).all()
+
+
+def test_jax_jacrev_and_jacfwd_reuse_one_factorization(monkeypatch):
+    """vmap over cotangents (jacrev) or tangents (jacfwd) only: one solve per column with
+    the forward's factorization, not a factorization of V copies of the batch."""
+    prob, params, variables, values = _auxiliary_null_space()
+    layer = JaxLayer(prob, params, variables)
+    calls = _count_factorizations(monkeypatch)
+    jac_rev = jax.jacrev(lambda b: layer(values[0], b)[0])(values[1])
+    assert calls[0] == 1  # the forward's polishing; the 4 cotangents factor nothing
+    calls[0] = 0
+    jac_fwd = jax.jacfwd(lambda b: layer(values[0], b)[0])(values[1])
+    assert calls[0] == 1
+    np.testing.assert_allclose(np.asarray(jac_rev), np.linalg.pinv(values[0]), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(jac_fwd), np.asarray(jac_rev), atol=1e-12)

@@ -71,7 +71,29 @@ def _solve_batch(args, dims, *, smap: SolutionMap, **params):
     return res, [0] * len(res)
 
 
+def _over_linear_only(prim, args, dims, smap: SolutionMap, params):
+    """``vmap`` over tangents or cotangents only (``jacfwd``, ``jacrev``): one call per
+    mapped slice at the same parameters and state, so each finds the forward pass's
+    factorization and costs a few triangular solves, instead of one merged call on V
+    copies of the batch that would factor every copy again."""
+    k = len(smap.parameters) + STATE_SIZE
+    if any(d is not _NOT_MAPPED for d in dims[:k]):
+        return None
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not _NOT_MAPPED)
+    fixed = list(args[:k])
+    slices = []
+    for v in range(size):
+        linear = [a if d is _NOT_MAPPED else jnp.take(a, v, axis=d)
+                  for a, d in zip(args[k:], dims[k:], strict=True)]
+        slices.append(prim.bind(*fixed, *linear, smap=smap, **params))
+    outs = [jnp.stack(parts) for parts in zip(*slices, strict=True)]
+    return outs, [0] * len(outs)
+
+
 def _jvp_batch(args, dims, *, smap: SolutionMap, **params):
+    linear_only = _over_linear_only(jvp_p, args, dims, smap, params)
+    if linear_only is not None:
+        return linear_only
     mb = _Merge(smap, args, dims)
     per = list(mb.spec.per_param)
     outs = jvp_p.bind(*mb.merge_all(args, dims, [*per, *_STATE, *per]), smap=smap, **params)
@@ -79,6 +101,9 @@ def _jvp_batch(args, dims, *, smap: SolutionMap, **params):
 
 
 def _vjp_batch(args, dims, *, smap: SolutionMap, **params):
+    linear_only = _over_linear_only(vjp_p, args, dims, smap, params)
+    if linear_only is not None:
+        return linear_only
     mb = _Merge(smap, args, dims)
     per, outs = list(mb.spec.per_param), [mb.spec.batched] * len(smap.outputs)
     grads = vjp_p.bind(*mb.merge_all(args, dims, [*per, *_STATE, *outs]), smap=smap, **params)
