@@ -1,7 +1,7 @@
 """Problems without constraints: cone programs with m = 0 rows.
 
 CVXPY keeps ``0.5 * sum_squares(x) + q @ x`` or ``quad_form(x, Q) + q @ x`` as a bare
-QP (P, q) with an empty A for solvers that take a quadratic objective (Clarabel, SCS);
+QP (P, q) with an empty A for solvers that take a quadratic objective (Clarabel, SCS, NATIVE);
 for ECOS it lifts the square into a second-order cone, so m > 0 there. The layer used to
 fail to build on the empty constraint list (the retrieval map split y into one piece
 too many).
@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from convexlayers.solvers import available_solvers
 from convexlayers.torch import CvxpyLayer
 from fd import central_difference, directional, directions, weights
 
 # Accuracy of x at a backend's default tolerance, as in test_torch_gradients.py. ECOS
 # solves the SOC-lifted problem, where its default 1e-8 gap leaves x off by ~1e-4.
-DEFAULT_ACCURACY = {"CLARABEL": 1e-6, "SCS": 2e-3, "ECOS": 1e-3}
+DEFAULT_ACCURACY = {"CLARABEL": 1e-6, "SCS": 2e-3, "ECOS": 1e-3, "NATIVE": 1e-6}
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Unconstrained:
     variables: list[cp.Variable]
     draw: Callable[[np.random.Generator], list[np.ndarray]]
     solution: Callable[..., list[np.ndarray]]
-    solvers: tuple[str, ...] = ("CLARABEL", "SCS", "ECOS")
+    solvers: tuple[str, ...] = ("CLARABEL", "SCS", "ECOS", "NATIVE")
 
 
 def _spd(rng, n):
@@ -53,7 +54,8 @@ def quad_form() -> Unconstrained:
     prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q) + q @ x))
     # ECOS cannot take a parametric quad_form: CVXPY would have to lift it with Q inside.
     return Unconstrained(prob, [Q, q], [x], lambda r: [_spd(r, 3), r.standard_normal(3)],
-                         lambda Q, q: [-np.linalg.solve(Q, q)], solvers=("CLARABEL", "SCS"))
+                         lambda Q, q: [-np.linalg.solve(Q, q)],
+                         solvers=("CLARABEL", "SCS", "NATIVE"))
 
 
 def scaled_two_variables() -> Unconstrained:
@@ -69,7 +71,8 @@ def scaled_two_variables() -> Unconstrained:
 
 
 CASES = {f.__name__: f for f in (sum_squares, quad_form, scaled_two_variables)}
-CASE_SOLVERS = [(name, s) for name, make in CASES.items() for s in make().solvers]
+CASE_SOLVERS = [(name, s) for name, make in CASES.items() for s in make().solvers
+                if s in available_solvers()]
 
 
 def _forward(layer, values):
@@ -101,14 +104,15 @@ def test_forward_matches_cvxpy_and_the_closed_form(name, solver):
                                solver=solver), values)
     for p, v in zip(case.parameters, values, strict=True):
         p.value = v
-    # CVXPY's own SCS interface fails on m = 0 ("m must be a positive integer"); the
-    # closed-form solution is the reference there.
-    if solver != "SCS":
+    # CVXPY's own SCS interface fails on m = 0 ("m must be a positive integer"), and
+    # NATIVE is ours; the closed-form solution is the reference there.
+    cvxpy_too = solver not in ("SCS", "NATIVE")
+    if cvxpy_too:
         case.problem.solve(solver=solver)
     exact = case.solution(*values)
     for var, out, ref in zip(case.variables, outs, exact, strict=True):
         tol = DEFAULT_ACCURACY[solver] * (1 + np.abs(ref).max())
-        if solver != "SCS":
+        if cvxpy_too:
             np.testing.assert_allclose(out, var.value, atol=tol)
         np.testing.assert_allclose(out, ref, atol=tol)
     refined = _forward(CvxpyLayer(case.problem, case.parameters, case.variables,
