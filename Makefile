@@ -29,7 +29,7 @@ examples: $(STAMP)
 # The gallery's figures are made afresh by running each example in quick mode.
 docs: $(STAMP)
 	rm -rf out/gallery
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 test: $(STAMP)
 	$(PY) -m ruff check .

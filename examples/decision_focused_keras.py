@@ -123,9 +123,9 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
     B = rng.binomial(1, 0.5, (N_ITEMS, N_FEATURES)) * 1.0
     weights = rng.uniform(1, 3, N_ITEMS).round(2)
     knapsack = Knapsack(weights, capacity=float(0.3 * weights.sum()))
-    z_train, c_train = make_data(96 if quick else 480, rng, B)
+    z_train, c_train = make_data(160 if quick else 480, rng, B)
     z_test, c_test = make_data(64 if quick else 400, rng, B)
-    epochs = 2 if quick else 25
+    epochs = 12 if quick else 25
 
     two_stage = keras.Sequential([keras.Input((N_FEATURES,)), keras.layers.Dense(N_ITEMS)])
     fit(two_stage, z_train, c_train, "mse", 4 * epochs, "two-stage (MSE)", lr=0.05)

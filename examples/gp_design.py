@@ -37,7 +37,7 @@ def box_layer() -> CvxpyLayer:
     A_wall, A_floor, rho = (cp.Parameter(pos=True, name=n) for n in NAMES)
     problem = cp.Problem(cp.Maximize(h * w * d), [
         2 * (h * w + h * d) <= A_wall, w * d <= A_floor, d == rho * w,
-        0.5 <= h / w, h / w <= 4,
+        h / w >= 0.5, h / w <= 4,
     ])
     assert problem.is_dgp(dpp=True)
     return CvxpyLayer(problem, parameters=[A_wall, A_floor, rho], variables=[h, w, d], gp=True)
@@ -87,7 +87,7 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
     rng = np.random.default_rng(0)
     layer = box_layer()
     target = targets(4 if quick else 16, rng, layer)
-    params, losses, boxes, final = train(layer, target, 10 if quick else 150)
+    params, losses, boxes, final = train(layer, target, 30 if quick else 150)
     rel_error = ((final - target).abs() / target).max().item()
     metrics = {
         "first loss": losses[0],

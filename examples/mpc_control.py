@@ -143,7 +143,7 @@ def plot(losses, naive, learned, metrics, out) -> pathlib.Path:
 def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str, float]:
     A, B = dynamics()
     layer = mpc_layer(A.numpy(), B.numpy())
-    iters, batch = (4, 6) if quick else (30, 16)
+    iters, batch = (6, 6) if quick else (30, 16)
     train_x0 = initial_states(batch, torch.Generator().manual_seed(0))
     F, L, losses = train(layer, iters, train_x0, STEPS)
     test = initial_states(8 if quick else 48, torch.Generator().manual_seed(1))

@@ -123,7 +123,7 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
         return jnp.sum((P - observed) ** 2)
 
     L0 = jnp.eye(2)
-    L, losses, metrics = adam(jax.jit(jax.value_and_grad(loss)), L0, 8 if quick else 120, 0.05)
+    L, losses, metrics = adam(jax.jit(jax.value_and_grad(loss)), L0, 15 if quick else 120, 0.05)
     M_true = L_TRUE.T @ L_TRUE
     plans = {name: np.asarray(layer(costs(m, x[:1], y[:1]))[0][0])
              for name, m in [("initial", L0), ("learned", L)]}

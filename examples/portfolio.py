@@ -107,7 +107,7 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
     policy = Policy()
     opt = torch.optim.Adam(policy.parameters(), lr=0.1)
     history = []
-    for _ in progress(range(3 if quick else 60), desc="tune α, β, γ"):
+    for _ in progress(range(10 if quick else 60), desc="tune α, β, γ"):
         loss = -sharpe(policy(*train[:2]), train[2])
         opt.zero_grad()
         loss.backward()
