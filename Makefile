@@ -26,7 +26,7 @@ examples: $(STAMP)
 	@for f in $(GALLERY); do echo "== $$f"; $(PY) $$f --out out/examples || exit 1; done
 
 # The documentation site, into out/site (mkdocs build --strict: warnings are errors).
-# The gallery's figures are made afresh by running each example in quick mode.
+# Gallery figures: those of `make examples` (out/examples) if present, else quick runs.
 docs: $(STAMP)
 	rm -rf out/gallery
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -93,7 +93,8 @@ def train_classifier(head, X, y, steps: int, seed: int = 0) -> tuple[list[float]
     """Full-batch Adam on a 2-32-32-3 MLP whose probabilities are ``head(logits)``."""
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(),
-                              torch.nn.Linear(32, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
+                              torch.nn.Linear(32, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)
+                              ).double()
     opt = torch.optim.Adam(net.parameters(), lr=0.03)
     losses = []
     for _ in progress(range(steps), desc=f"train ({head.__name__})"):
@@ -145,11 +146,10 @@ def plot(layers, losses_layer, losses_torch, net, X, y, out) -> pathlib.Path:
 
 
 def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str, float]:
-    torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     layers = activation_layers(3)
-    errors = compare(layers, 3 * torch.randn(64 if quick else 512, 3))
+    errors = compare(layers, 3 * torch.randn(64 if quick else 512, 3, dtype=torch.float64))
 
     X, y = spiral(30 if quick else 100, rng)
     steps = 8 if quick else 150

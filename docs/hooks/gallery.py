@@ -1,10 +1,13 @@
 """MkDocs hook: the gallery's figures, made at build time, never committed.
 
-Each gallery page shows ``gallery/img/<example>.png``. The figures are taken from
-``$CONVEXLAYERS_GALLERY_FIGURES`` when that folder is set (``tests/test_examples.py``
-passes the figures of the quick runs it just made), else from ``out/gallery/``; an
-example whose figure is missing there is run in quick mode to make it
-(``python examples/<example>.py --quick --out <folder>``, a few seconds each).
+Each gallery page shows ``gallery/img/<example>.png``, taken from the first of:
+
+1. ``$CONVEXLAYERS_GALLERY_FIGURES/<example>.png`` when that folder is set
+   (``tests/test_examples.py`` passes the figures of the quick runs it just made);
+2. ``out/examples/<example>.png``, the full-size figure of ``make examples``;
+3. ``out/gallery/<example>.png``, made here if missing by running the example in
+   quick mode (``python examples/<example>.py --quick --out out/gallery``, a few
+   seconds each; ``make docs`` empties out/gallery first).
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ def gallery() -> list[str]:
 
 
 def on_files(files: Files, config) -> Files:
-    folder = pathlib.Path(os.environ.get("CONVEXLAYERS_GALLERY_FIGURES", ROOT / "out" / "gallery"))
+    given = os.environ.get("CONVEXLAYERS_GALLERY_FIGURES")
+    folder = pathlib.Path(given) if given else ROOT / "out" / "gallery"
     env = {**os.environ, "CONVEXLAYERS_EXAMPLES_NO_BAR": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in gallery():
         figure = folder / f"{name}.png"
-        if not figure.exists():
+        full = ROOT / "out" / "examples" / f"{name}.png"
+        if not given and full.exists():
+            figure = full
+        elif not figure.exists():
             print(f"gallery: running examples/{name}.py --quick for its figure", file=sys.stderr)
-            subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--quick",
-                            "--out", str(folder)], check=True, env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL)
+            run = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--quick",
+                                  "--out", str(folder)], env=env, cwd=ROOT,
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"examples/{name}.py --quick failed:\n{run.stderr}")
         files.append(File.generated(config, f"gallery/img/{name}.png", abs_src_path=str(figure)))
     return files
