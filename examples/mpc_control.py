@@ -102,7 +102,7 @@ def train(layer, iters: int, x0: torch.Tensor, steps: int):
     """Adam on F, L from the naive F = L = Q^½, on a fixed set of initial states."""
     F = torch.sqrt(Q).clone().requires_grad_()
     L = torch.sqrt(Q).clone().requires_grad_()
-    opt = torch.optim.Adam([F, L], lr=0.1)
+    opt = torch.optim.Adam([F, L], lr=0.05)
     losses = []
     for _ in progress(range(iters), desc="learn F, L"):
         loss, _, _ = rollout(layer, F, L, x0, steps)
@@ -143,7 +143,7 @@ def plot(losses, naive, learned, metrics, out) -> pathlib.Path:
 def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str, float]:
     A, B = dynamics()
     layer = mpc_layer(A.numpy(), B.numpy())
-    iters, batch = (6, 6) if quick else (30, 16)
+    iters, batch = (10, 6) if quick else (30, 16)
     train_x0 = initial_states(batch, torch.Generator().manual_seed(0))
     F, L, losses = train(layer, iters, train_x0, STEPS)
     test = initial_states(8 if quick else 48, torch.Generator().manual_seed(1))
