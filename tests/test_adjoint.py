@@ -265,3 +265,15 @@ def test_jax_jacrev_and_jacfwd_reuse_one_factorization(monkeypatch):
     assert calls[0] == 1
     np.testing.assert_allclose(np.asarray(jac_rev), np.linalg.pinv(values[0]), atol=1e-9)
     np.testing.assert_allclose(np.asarray(jac_fwd), np.asarray(jac_rev), atol=1e-12)
+
+
+def test_a_solver_that_stops_short_is_retried_by_another():
+    """Clarabel 0.11 stops at its iteration limit on this 3-variable sparsemax and a
+    tighter Clarabel solve does not help either; SCS, tried next, does, and polishing
+    makes its point exact: no warning, the right answer."""
+    x, z = cp.Variable(3), cp.Parameter(3)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    layer = CvxpyLayer(prob, [z], [x])
+    (out,) = layer(torch.tensor([-5.32597278, 4.41390093, 4.28520179], dtype=torch.float64))
+    np.testing.assert_allclose(out.numpy(), [0.0, 0.5643495700, 0.4356504300], atol=1e-9)
+    assert layer.info.residual[0] < 1e-9

@@ -50,8 +50,10 @@ __all__ = ["REFINE_ABOVE", "Solution", "SolutionMap"]
 
 # Arrays that carry a call from the forward to the backward pass: x, y, s, diagnostics.
 STATE_SIZE = 4
-# Tolerance ("eps") of the second solve of elements that polishing could not make exact.
+# Tolerance ("eps") of the second solve of elements that polishing could not make exact,
+# and of the third, by another backend (with its iteration limit).
 TIGHT_EPS = 1e-11
+RETRY_EPS, RETRY_ITERS = 1e-9, 100_000
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,11 @@ class SolutionMap:
     def _improve(self, backend, settings, prog, data, results):
         """The points the call returns: the solver's, or polished by the adjoint.
 
-        Elements that polishing cannot bring below the adjoint's target are solved again
-        at a tight tolerance and polished once more (``results`` is updated for them); what
-        stays above the target is left for :func:`report` to warn about.
+        Elements that polishing cannot bring below the adjoint's target (a solver stopped
+        short, or wrong) are solved again and polished once more: by the same backend at
+        a tight tolerance, then, if still short, by another backend (SCS, or Clarabel
+        after SCS). ``results`` is updated where a retry did better; what stays above the
+        target is left for :func:`report` to warn about.
         """
         x, y, s = _stack(results, prog.n, prog.m)
         if not self.adjoint.polishes_outputs:
@@ -255,10 +259,11 @@ class SolutionMap:
             return x, y, s, pol.residual, None
         pol = self.adjoint.improve(prog.data, data, x, y, s)
         x, y, s, residual = pol.x, pol.y, pol.s, pol.residual
-        stuck = np.flatnonzero(residual > self.adjoint.target)
-        if stuck.size:
-            tight = {**settings, **backend.settings({"eps": TIGHT_EPS})}
-            again = _solve(backend, prog, data[stuck], tight)
+        for retry in _retries(backend, settings, prog):
+            stuck = np.flatnonzero(residual > self.adjoint.target)
+            if not stuck.size:
+                break
+            again = _solve(retry[0], prog, data[stuck], retry[1])
             x2, y2, s2 = _stack(again, prog.n, prog.m)
             pol2 = self.adjoint.improve(prog.data, data[stuck], x2, y2, s2)
             better = np.flatnonzero(pol2.residual < residual[stuck])  # NaN: False
@@ -351,6 +356,16 @@ class SolutionMap:
             out = prog.outputs_from(deriv.x, deriv.y)
             dout[idx] = prog.outputs_jvp(out, dx, dy)
         return split_outputs(prog.outputs, dout, batch), self._info(info, deriv, idx, kkt)
+
+
+def _retries(backend: AbstractSolver, settings: Mapping[str, Any],
+             prog: ParametricConeProgram):
+    """(backend, settings) to retry inexact elements with: the same backend at a tight
+    tolerance, then another backend that can solve the program, at a tight tolerance."""
+    yield backend, {**settings, **backend.settings({"eps": TIGHT_EPS})}
+    other = get_solver("SCS" if backend.name != "SCS" else "CLARABEL")
+    if _fits(prog, other):
+        yield other, other.settings({"eps": RETRY_EPS, "max_iters": RETRY_ITERS})
 
 
 def _fits(prog: ParametricConeProgram, backend: AbstractSolver) -> bool:

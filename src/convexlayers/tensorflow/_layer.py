@@ -145,6 +145,10 @@ class CvxpyLayer(keras.layers.Layer):
     ) -> tuple[tf.Tensor, ...]:
         """Solve for the given parameter values.
 
+        Inside a graph the run-time errors reach you as ``tf.errors.InvalidArgumentError``
+        (ParameterError, SolverArgumentError) or ``tf.errors.UnknownError``
+        (SolverError), with the same message.
+
         Args:
             *params: one tensor (or array, or ``tf.Variable``) per parameter, of the
                 parameter's shape or with a leading batch dimension.
@@ -163,10 +167,6 @@ class CvxpyLayer(keras.layers.Layer):
                 values outside a parameter's domain.
             SolverArgumentError: bad ``solver_args``.
             SolverError: some batch elements have no solution.
-
-            Inside a graph the run-time errors reach you as
-            ``tf.errors.InvalidArgumentError`` (ParameterError, SolverArgumentError) or
-            ``tf.errors.UnknownError`` (SolverError), with the same message.
         """
         try:  # everything the static shapes and types show, before any work
             if len(params) != len(self._map.parameters):
