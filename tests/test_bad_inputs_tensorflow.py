@@ -14,7 +14,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from bad_inputs import BUILD_ROWS, CALL_ROWS, CallRow, Raw, Result, row_id  # noqa: E402
+from bad_inputs import BUILD_ROWS, CALL_ROWS, CallRow, Raw, Result, check_row, row_id  # noqa: E402
 from convexlayers import ParameterError  # noqa: E402
 from convexlayers.tensorflow import CvxpyLayer  # noqa: E402
 from zoo import readme_problem  # noqa: E402
@@ -75,19 +75,7 @@ def _expected(row: CallRow, mode: str) -> type[Exception]:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("row", CALL_ROWS, ids=row_id)
 def test_call(row, mode):
-    if row.error is None:
-        if row.warns is None:
-            result = _run(row, mode)
-        else:
-            with pytest.warns(row.warns, match=row.match or None):
-                result = _run(row, mode)
-        assert row.check is not None
-        row.check(result)
-        return
-    with pytest.raises(_expected(row, mode), match=row.match) as info:
-        _run(row, mode)
-    if row.inspect is not None and isinstance(info.value, row.error):
-        row.inspect(info.value)
+    check_row(row, lambda: _run(row, mode), lambda: _expected(row, mode))
 
 
 @pytest.mark.parametrize("row", BUILD_ROWS, ids=row_id)

@@ -15,7 +15,16 @@ import pytest
 import torch
 import torch._dynamo
 
-from bad_inputs import BUILD_ROWS, CALL_ROWS, CallRow, Raw, Result, readme_reference, row_id
+from bad_inputs import (
+    BUILD_ROWS,
+    CALL_ROWS,
+    CallRow,
+    Raw,
+    Result,
+    check_row,
+    readme_reference,
+    row_id,
+)
 from convexlayers import ParameterError
 from convexlayers.torch import CvxpyLayer
 from zoo import readme_problem
@@ -63,19 +72,7 @@ def _expected(row: CallRow, mode: str) -> type[Exception]:
 
 
 def _check(row: CallRow, mode: str) -> None:
-    if row.error is None:
-        if row.warns is None:
-            result = _run(row, mode)
-        else:
-            with pytest.warns(row.warns, match=row.match or None):
-                result = _run(row, mode)
-        assert row.check is not None
-        row.check(result)
-        return
-    with pytest.raises(_expected(row, mode), match=row.match) as info:
-        _run(row, mode)
-    if row.inspect is not None and isinstance(info.value, row.error):
-        row.inspect(info.value)
+    check_row(row, lambda: _run(row, mode), lambda: _expected(row, mode))
 
 
 @pytest.mark.parametrize("row", CALL_ROWS, ids=row_id)
