@@ -91,3 +91,19 @@ def test_native_refuses_other_cones_and_takes_settings():
     assert native.settings({"eps": 1e-7, "max_iters": 20}) == {"tol": 1e-7, "max_iter": 20}
     assert get_solver(native) is native  # a backend object is accepted as solver=
     assert isinstance(native, NativeSolver) and native.batched
+
+
+def test_large_problems_go_to_clarabel(monkeypatch):
+    """Above MAX_DENSE unknowns the dense factorization would lose by orders of
+    magnitude: the batch is solved by Clarabel, element by element."""
+    import convexlayers.solvers._native as native
+
+    monkeypatch.setattr(native, "MAX_DENSE", 5)
+    case = CASES["lp"]()
+    smap = SolutionMap(case.problem, case.parameters, case.variables)
+    values = _batch(case, np.random.default_rng(4), size=2)
+    theta, _ = smap._theta(values)
+    prog = smap.program("CLARABEL")
+    results = NativeSolver().solve_batch(prog.data, prog.data.apply(theta), {})
+    assert all("Clarabel fallback" in r.message for r in results)
+    assert all(r.status is SolverStatus.OPTIMAL for r in results)
