@@ -98,7 +98,7 @@ def test_large_problems_go_to_clarabel(monkeypatch):
     magnitude: the batch is solved by Clarabel, element by element."""
     import convexlayers.solvers._native as native
 
-    monkeypatch.setattr(native, "MAX_DENSE", 5)
+    monkeypatch.setattr(native, "MAX_DENSE", 0)
     case = CASES["lp"]()
     smap = SolutionMap(case.problem, case.parameters, case.variables)
     values = _batch(case, np.random.default_rng(4), size=2)
