@@ -32,12 +32,15 @@ class DerivativeInfo:
             Large values mean the derivative is not well defined at this solution
             (non-unique or degenerate); the gradient is then a least-squares estimate.
         kkt_residual: per element, the relative KKT residual of the point the derivative
-            was taken at (after polishing with refine="auto" or True).
+            was taken at (after polishing).
+        refinements: per element, iterative-refinement steps of that solve (0 for least
+            squares or no solve).
     """
 
     method: tuple[str, ...]
     residual: np.ndarray
     kkt_residual: np.ndarray
+    refinements: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

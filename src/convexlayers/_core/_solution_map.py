@@ -312,11 +312,13 @@ class SolutionMap:
     def _info(info: SolveInfo, deriv: SolutionDerivative, idx, kkt) -> SolveInfo:
         size = len(info.status)
         method, residual, at = ["none"] * size, np.full(size, np.nan), np.full(size, np.nan)
+        steps = np.zeros(size, dtype=np.int64)
         if deriv.report is not None:
             for i, b in enumerate(idx):
                 method[b] = deriv.report.method[i]
             residual[idx], at[idx] = deriv.report.residual, kkt
-        return info.with_derivative(DerivativeInfo(tuple(method), residual, at))
+            steps[idx] = deriv.report.refinements
+        return info.with_derivative(DerivativeInfo(tuple(method), residual, at, steps))
 
     def vjp(
         self, values: Sequence[Any], state: Sequence[np.ndarray], cotangents: Sequence[Any],
