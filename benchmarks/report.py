@@ -11,6 +11,7 @@ import torch
 
 from harness import HEADER, format_row, summary
 from libraries import Library
+from plot import save_plot
 
 TOLERANCES = (
     "All IPMs at 1e-8 (Clarabel: tol_gap_abs/rel, tol_feas; ECOS: abstol/reltol/feastol; "
@@ -115,3 +116,5 @@ def write_results(rows: list[dict], libs: list[Library], args, repeats: int,
         with open(os.path.join(args.out, name + ".md"), "w") as f:
             f.write(text)
     print(f"\nwrote {os.path.join(args.out, f'latest-{mode}')}.{{json,md}}")
+    if save_plot(rows, libs, os.path.join(args.out, f"latest-{mode}.png")):
+        print(f"wrote {os.path.join(args.out, f'latest-{mode}')}.png")
