@@ -154,7 +154,7 @@ def plot(losses, accuracy, residuals, puzzle, answer, z_before, z_after, out) ->
     fig.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.07, 0.86))
     twin.set(ylabel="held-out puzzles solved", ylim=(-0.02, 1.02))
     ax = fig.add_subplot(grid[1])
-    rules, kinds = sudoku_rules()
+    kinds = sudoku_rules()[1]
     for (label, values), color in zip(residuals.items(), ["tab:red", "tab:green"], strict=True):
         ax.plot(values, "o", ms=3.5, color=color, label=label)
     for k, kind in enumerate(dict.fromkeys(kinds)):
