@@ -154,7 +154,7 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
     K_learned = K.detach()
     K_saa = sample_average_optimum(net, train_d[:200 if quick else 600])
     plans = {"plan for mean demand": torch.tensor(K_mean), "learned": K_learned,
-             "sample-average optimum": torch.tensor(K_saa)}
+             "sample-average optimum": torch.tensor(K_saa)}  # over the first 600 (quick: 200)
     with torch.no_grad():
         scores = {name: profit(layer, net, K, test_d).mean().item() for name, K in plans.items()}
         history.append((iters, scores["learned"]))

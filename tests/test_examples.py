@@ -102,6 +102,23 @@ def test_optimal_transport_jax(figures):
     assert m["relative metric error, learned"] < 0.5 * m["relative metric error, initial"]
 
 
+def test_sudoku_optnet(figures):
+    m = run("sudoku_optnet", figures)
+    # 40 iterations: the loss falls, the blank cells of held-out puzzles (digits of grids
+    # never seen in training) beat chance, and A moves toward Sudoku's rules.
+    assert m["loss reduction factor"] > 1.4
+    cells = "held-out blank cells right"
+    assert m[f"{cells}, trained"] > m[f"{cells}, untrained"] + 0.1
+    assert (m["true constraints outside span(A), median distance, learned"]
+            < m["true constraints outside span(A), median distance, start"])
+
+
+def test_supply_chain(figures):
+    m = run("supply_chain", figures)
+    assert m["held-out profit, learned"] > 1.01 * m["held-out profit, plan for mean demand"]
+    assert m["gap to optimum closed"] > 0.7
+
+
 def test_docs_build_strict(figures, tmp_path):
     """``mkdocs build --strict``: API pages from the docstrings, gallery with the figures above."""
     pytest.importorskip("mkdocs")
