@@ -189,7 +189,7 @@ def main(quick: bool = False, out: pathlib.Path | str | None = None) -> dict[str
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     grids = all_solutions()[rng.permutation(288)]
-    n_train, n_test, iters, batch = (200, 100, 40, 25) if quick else (1000, 200, 300, 50)
+    n_train, n_test, iters, batch = (200, 60, 40, 25) if quick else (1000, 200, 300, 50)
     train_p, train_a = make_puzzles(grids[:230], n_train, 9, rng)
     test_p, test_a = make_puzzles(grids[230:], n_test, 9, rng)
     x_train, y_train = one_hot(train_p), one_hot(train_a)
