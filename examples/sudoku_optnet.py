@@ -151,8 +151,12 @@ def plot(losses, accuracy, residuals, puzzle, answer, z_before, z_after, out) ->
     twin = ax.twinx()
     twin.plot(*zip(*accuracy, strict=True), "o-", color="tab:green",
               label="held-out puzzles solved")
-    fig.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.07, 0.86))
-    twin.set(ylabel="held-out puzzles solved", ylim=(-0.02, 1.02))
+    ax.set_ylim(top=4 * max(losses))  # room for the legend
+    twin.set_ylim(-0.02, 1.35)
+    lines = ax.get_lines() + twin.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper center",
+              ncol=2)
+    twin.set(ylabel="held-out puzzles solved")
     ax = fig.add_subplot(grid[1])
     kinds = sudoku_rules()[1]
     for (label, values), color in zip(residuals.items(), ["tab:red", "tab:green"], strict=True):
@@ -162,8 +166,8 @@ def plot(losses, accuracy, residuals, puzzle, answer, z_before, z_after, out) ->
         ax.text(16 * k + 7.5, 1.02, {"box": "boxes"}.get(kind, f"{kind}s"), ha="center",
                 fontsize=9)
     ax.set(xlabel="true Sudoku constraint", ylabel="relative distance to row space of A",
-           ylim=(-0.03, 1.1), title="The rules, recovered from examples")
-    ax.legend(fontsize=8, loc="center")
+           ylim=(-0.03, 1.3), title="The rules, recovered from examples")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     for k, (z, title) in enumerate([(z_before, "untrained"), (z_after, "trained")]):
         ax = fig.add_subplot(grid[2 + k])
         guess = z.reshape(4, 4, 4).argmax(-1)
