@@ -53,7 +53,7 @@ STATE_SIZE = 4
 # Tolerance ("eps") of the second solve of elements that polishing could not make exact,
 # and of the third, by another backend (with its iteration limit).
 TIGHT_EPS = 1e-11
-RETRY_EPS, RETRY_ITERS = 1e-9, 100_000
+RETRY_EPS, RETRY_ITERS = 1e-9, 10_000  # bounded: a retry must not cost more than a solve
 
 
 @dataclass(frozen=True)
