@@ -6,7 +6,7 @@ passed as they are), and what must happen: an error of a type whose message matc
 regular expression, or a right answer checked on the outputs. The tests
 ``test_bad_inputs_{torch,jax,tensorflow}.py`` run every row in every mode of their
 framework (eagerly and under ``jit`` / ``tf.function``; a few rows under
-``torch.compile``). The README's table ("Errors") lists the same kinds.
+``torch.compile``). MANUAL.md's table ("Errors") lists the same kinds.
 
 ``when`` says when a row's error can be found: ``"trace"`` rows from what a tracer
 sees (count, shapes, dtypes, settings), so they raise our own exception even inside

@@ -29,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.packaging
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SDIST_INPUTS = ("pyproject.toml", "README.md", "MANIFEST.in", "src", "tests")
+_SDIST_INPUTS = ("pyproject.toml", "README.md", "MANUAL.md", "MANIFEST.in", "src", "tests")
 _GENERATED = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info", ".*_cache")
 
 

@@ -1,10 +1,10 @@
-"""MkDocs hook: the getting-started and guide pages, generated from README.md.
+"""MkDocs hook: the getting-started and guide pages, generated from MANUAL.md.
 
-README.md is the reference the project keeps current; each page below is one or more
-of its ``## `` sections, taken at build time so that the site never drifts from it.
-Links between README sections (``[Errors](#errors)``) become links between pages; a
-link to a section the site does not have keeps its text only. A section that is
-missing from README.md stops the build with a message naming it.
+MANUAL.md is the reference the project keeps current (README.md is its short front
+page); each page below is one or more of its ``## `` sections, taken at build time so
+that the site never drifts from it. Links between its sections (``[Errors](#errors)``)
+become links between pages; a link to a section the site does not have keeps its text
+only. A section that is missing from MANUAL.md stops the build with a message naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mkdocs.structure.files import File, Files
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# page -> (title, README sections, an introduction of the page or "")
+# page -> (title, MANUAL.md sections, an introduction of the page or "")
 PAGES: dict[str, tuple[str, list[str], str]] = {
     "getting-started/pytorch.md": ("PyTorch", ["Quick start (PyTorch)", "`torch.compile`"], ""),
     "getting-started/jax.md": ("JAX", ["JAX"], "`pip install -e \".[jax]\"`, then:"),
@@ -45,14 +45,14 @@ def slug(title: str) -> str:
 
 
 def sections(readme: str) -> dict[str, str]:
-    """README's ``## `` sections by title (their subsections are ``#### `` headings)."""
+    """MANUAL.md's ``## `` sections by title (their subsections are ``#### `` headings)."""
     parts = re.split(r"^## (.+)$", readme, flags=re.M)
     return {title.strip(): body.strip("\n")
             for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def link_targets() -> dict[str, str]:
-    """README anchor -> the page (and anchor) that holds that section."""
+    """MANUAL.md anchor -> the page (and anchor) that holds that section."""
     targets = {"install": "../index.md#install"}
     for page, (_, titles, _) in PAGES.items():
         for title in titles:
@@ -65,8 +65,8 @@ def render(page: str, found: dict[str, str]) -> str:
     title, titles, intro = PAGES[page]
     missing = [t for t in titles if t not in found]
     if missing:
-        raise ValueError(f"docs/hooks/readme.py: README.md has no section '## {missing[0]}' "
-                         f"for {page}; update PAGES to README's headings")
+        raise ValueError(f"docs/hooks/readme.py: MANUAL.md has no section '## {missing[0]}' "
+                         f"for {page}; update PAGES to MANUAL.md's headings")
     if len(titles) == 1:  # the page is the section: its subsections become ##
         body = re.sub(r"^#{3,4} ", "## ", found[titles[0]], flags=re.M)
     else:
@@ -79,12 +79,12 @@ def render(page: str, found: dict[str, str]) -> str:
         return f"[{text}]({targets[anchor]})" if anchor in targets else text
 
     body = re.sub(r"\[([^\]]+)\]\(#([^)]+)\)", relink, body)
-    source = "*Generated from the README of the repository.*"
+    source = "*Generated from MANUAL.md of the repository.*"
     return "\n\n".join(p for p in (f"# {title}", intro, body, source) if p) + "\n"
 
 
 def on_files(files: Files, config) -> Files:
-    found = sections((ROOT / "README.md").read_text(encoding="utf-8"))
+    found = sections((ROOT / "MANUAL.md").read_text(encoding="utf-8"))
     for page in PAGES:
         files.append(File.generated(config, page, content=render(page, found)))
     return files
