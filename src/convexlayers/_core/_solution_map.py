@@ -33,7 +33,7 @@ from convexlayers._core._batch import (
 from convexlayers._core._cache import FactorCache, fingerprint
 from convexlayers._core._info import INFO_WIDTH, DerivativeInfo, SolveInfo
 from convexlayers._core._parallel import solve_all
-from convexlayers._core._report import REFINE_ABOVE, check_on_failure, make_adjoint, report
+from convexlayers._core._report import check_on_failure, make_adjoint, report
 from convexlayers._core._values import check_values
 from convexlayers._errors import ProblemError, SolverArgumentError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
@@ -46,7 +46,7 @@ from convexlayers.derivative import (
 from convexlayers.solvers import DEFAULT_SOLVER, get_solver
 from convexlayers.solvers._base import AbstractSolver
 
-__all__ = ["REFINE_ABOVE", "Solution", "SolutionMap"]
+__all__ = ["Solution", "SolutionMap"]
 
 # Arrays that carry a call from the forward to the backward pass: x, y, s, diagnostics.
 STATE_SIZE = 4

@@ -220,10 +220,9 @@ class FactorStore(Factorization):
     """Per batch element, the factorization to use and the element's index in it.
 
     Elements may come from different factorizations (polishing factors the elements
-    still moving at each step); ``apply`` groups a request by factorization.
+    still moving at each step); ``apply`` groups a request by factorization. It reports
+    no method of its own: each element's is its owner's.
     """
-
-    method = "lu"
 
     def __init__(self, batch: int) -> None:
         self.owner: list[Factorization | None] = [None] * batch
