@@ -159,3 +159,17 @@ def test_mlx_quickstart(figures):
     assert m["loss difference vs torch"] < 1e-12
     assert m["gradient difference vs torch"] < 1e-10 * (1 + m["gradient scale"])
     assert m["output dtype"] == "float32"
+
+
+def test_ddp_training(figures):
+    m = run("ddp_training", figures)
+    # Two DDP processes, each on half of every minibatch, train as one process on the whole:
+    # the same all-reduced gradients and parameters, step by step, to rounding error.
+    assert m["max one-step gradient difference"] <= 1e-10
+    assert m["max gradient difference"] <= 1e-10
+    assert m["max parameter difference"] <= 1e-10
+    assert m["max loss difference"] <= 1e-10
+    assert m["max difference between the ranks' parameters"] <= 1e-12
+    # ... and they are training: the parameters move and the loss on all data falls.
+    assert m["max parameter change in training"] > 1e-2
+    assert m["loss on all data, trained"] < 0.8 * m["loss on all data, initial"]
