@@ -5,9 +5,11 @@ Framework layers live in ``convexlayers.torch``, ``convexlayers.jax`` and
 """
 
 from convexlayers._core import DerivativeInfo, SolveInfo
+from convexlayers._core._executor import ChunkedExecutor
 from convexlayers._errors import (
     ConvexLayersError,
     ConvexLayersWarning,
+    ExecutorError,
     InaccurateSolutionWarning,
     ParameterError,
     ProblemError,
@@ -20,9 +22,11 @@ from convexlayers.solvers._base import SolverStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkedExecutor",
     "ConvexLayersError",
     "ConvexLayersWarning",
     "DerivativeInfo",
+    "ExecutorError",
     "InaccurateSolutionWarning",
     "ParameterError",
     "ProblemError",

@@ -52,6 +52,18 @@ class SolverError(ConvexLayersError, RuntimeError):
         self.outputs = list(outputs)
 
 
+class ExecutorError(ConvexLayersError, RuntimeError):
+    """A chunk of the batch handed to an executor was lost (its task failed or timed out).
+
+    Attributes:
+        indices: the batch indices of that chunk.
+    """
+
+    def __init__(self, message: str, indices: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.indices = list(indices)
+
+
 class ConvexLayersWarning(UserWarning):
     """Base class of warnings issued by convexlayers."""
 

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from convexlayers.solvers._base import AbstractSolver, ConeProgram, SolveResult
 
 ENV_THREADS = "CONVEXLAYERS_NUM_THREADS"
@@ -40,10 +42,24 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def solve_all(
-    backend: AbstractSolver, programs: Sequence[ConeProgram], settings: Mapping[str, Any]
+    backend: AbstractSolver, programs: Sequence[ConeProgram], settings: Mapping[str, Any],
+    warm: tuple[np.ndarray, ...] | None = None,
 ) -> list[SolveResult]:
-    """Solve every program with ``backend``; results in the programs' order."""
+    """Solve every program with ``backend``; results in the programs' order.
+
+    ``warm``: (x, y, s) starting points, one row per program (a row with NaN: none).
+    """
+    starts = [None] * len(programs) if warm is None else list(_rows(warm))
+
+    def one(b: int) -> SolveResult:
+        return backend.solve(programs[b], settings, starts[b])
+
     workers = min(num_threads(), len(programs))
     if backend.releases_gil and workers > 1:
-        return list(_pool(workers).map(lambda prog: backend.solve(prog, settings), programs))
-    return [backend.solve(prog, settings) for prog in programs]
+        return list(_pool(workers).map(one, range(len(programs))))
+    return [one(b) for b in range(len(programs))]
+
+
+def _rows(warm: tuple[np.ndarray, ...]):
+    for point in zip(*warm, strict=True):
+        yield point if all(np.isfinite(v).all() for v in point) else None

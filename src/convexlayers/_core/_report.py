@@ -36,6 +36,20 @@ def check_on_failure(on_failure: object) -> str:
     return str(on_failure)
 
 
+def check_warm_start(warm_start: object) -> bool:
+    """Validate a layer call's ``warm_start``.
+
+    Raises:
+        SolverArgumentError: if it is not True or False.
+    """
+    if not isinstance(warm_start, bool | np.bool_):
+        raise SolverArgumentError(
+            f"warm_start: expected True (start from this layer's previous solution, element "
+            f"by element) or False, received {warm_start!r}."
+        )
+    return bool(warm_start)
+
+
 def _where(indices: list[int], batched: bool, statuses=None) -> str:
     if not batched:
         return "the problem" + (f" ({statuses[0].value})" if statuses else "")

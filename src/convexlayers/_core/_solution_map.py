@@ -21,6 +21,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 
+from convexlayers._core import _kernel as kernel
 from convexlayers._core._batch import (
     BatchSpec,
     batch_spec,
@@ -31,17 +32,16 @@ from convexlayers._core._batch import (
     unflatten_params,
 )
 from convexlayers._core._cache import FactorCache, fingerprint
+from convexlayers._core._executor import ChunkedExecutor, as_chunked, concat, run_chunked
 from convexlayers._core._info import INFO_WIDTH, DerivativeInfo, SolveInfo
-from convexlayers._core._parallel import solve_all
 from convexlayers._core._report import check_on_failure, make_adjoint, report
-from convexlayers._core._values import check_values
+from convexlayers._core._values import check_values, check_warm
 from convexlayers._errors import ProblemError, SolverArgumentError
 from convexlayers.compile import OutputSpec, ParametricConeProgram, ParamSpec, compile_problem
 from convexlayers.derivative import (
     AbstractAdjoint,
     AbstractLinearSolver,
     FactorStore,
-    SolutionDerivative,
 )
 from convexlayers.solvers import DEFAULT_SOLVER, get_solver
 from convexlayers.solvers._base import AbstractSolver
@@ -50,10 +50,6 @@ __all__ = ["Solution", "SolutionMap"]
 
 # Arrays that carry a call from the forward to the backward pass: x, y, s, diagnostics.
 STATE_SIZE = 4
-# Tolerance ("eps") of the second solve of elements that polishing could not make exact,
-# and of the third, by another backend (with its iteration limit).
-TIGHT_EPS = 1e-11
-RETRY_EPS, RETRY_ITERS = 1e-9, 10_000  # bounded: a retry must not cost more than a solve
 
 
 @dataclass(frozen=True)
@@ -94,6 +90,10 @@ class SolutionMap:
             ``"raise"`` (default) raises :class:`~convexlayers.SolverError`; ``"nan"``
             returns NaN outputs and zero gradients for those elements, the others solved
             and differentiated as usual, the failures listed in ``info.failed``.
+        executor: solve batches larger than one chunk on a ``concurrent.futures.Executor``
+            (a process pool, a Dask or Ray cluster), forward and backward; a
+            :class:`~convexlayers.ChunkedExecutor` sets the chunk size and a timeout. It
+            does not travel with a pickled or copied map.
     """
 
     def __init__(
@@ -109,7 +109,10 @@ class SolutionMap:
         refine: bool | str | None = None,
         on_failure: str = "raise",
         adjoint: AbstractAdjoint | None = None,
+        executor: Any = None,
     ) -> None:
+        self.executor = executor
+        self._last: tuple | None = None  # (backend, x, y, s) of the last solve: warm starts
         if solver_args is not None and not isinstance(solver_args, Mapping):
             raise SolverArgumentError(
                 f"solver_args: expected a dict, received {type(solver_args).__name__}."
@@ -129,6 +132,15 @@ class SolutionMap:
         self.parameters: tuple[ParamSpec, ...] = default.parameters
         self.outputs: tuple[OutputSpec, ...] = default.outputs
 
+    @property
+    def executor(self) -> ChunkedExecutor | None:
+        """Where batches are solved: None (this process) or a :class:`ChunkedExecutor`."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor: Any) -> None:
+        self._executor = as_chunked(executor)
+
     # -- copies and pickles ---------------------------------------------------
     def __getstate__(self) -> dict:
         """The compiled programs, settings and the CVXPY problem without its caches.
@@ -138,6 +150,7 @@ class SolutionMap:
         after unpickling.
         """
         state = dict(self.__dict__)
+        state.update(_executor=None, _last=None)
         if self._source is not None:
             state["_source"] = (_without_caches(self._source[0]), *self._source[1:])
         return state
@@ -147,7 +160,7 @@ class SolutionMap:
         backend = get_solver(backend) if isinstance(backend, str) else backend
         key = (backend.supports_quadratic_objective, backend.supported_cones)
         if key not in self._programs:  # a program compiled for another backend may fit
-            fits = [p for p in self._programs.values() if _fits(p, backend)]
+            fits = [p for p in self._programs.values() if kernel.fits(p, backend)]
             if fits:
                 self._programs[key] = fits[0]
         if key not in self._programs:
@@ -207,6 +220,7 @@ class SolutionMap:
         values: Sequence[Any],
         solver_args: Mapping[str, Any] | None = None,
         on_failure: str | None = None,
+        warm_start: bool | Sequence[np.ndarray] = False,
     ) -> Solution:
         """Validate the values and solve every batch element.
 
@@ -214,110 +228,114 @@ class SolutionMap:
             values: one array per parameter (its shape, or with a leading batch axis).
             solver_args: this call's settings, over the layer's.
             on_failure: this call's failure policy, over the layer's ("raise" or "nan").
+            warm_start: start the backends that take a starting point (SCS, NATIVE) from
+                this map's previous solution, element by element (True; a cold start if
+                that call had another batch size or backend), or from the given points
+                (x (B, n), y (B, m), s (B, m): a :attr:`Solution.state`'s first three).
 
         Raises:
             ParameterError: bad count, shapes, batch sizes, NaN/Inf, or values outside a
-                parameter's declared domain.
+                parameter's declared domain; a warm start of the wrong shape.
             SolverError: some elements have no solution (indices and statuses attached),
                 unless the failure policy is "nan".
+            ExecutorError: a chunk handed to the executor was lost.
         """
         policy = self.on_failure if on_failure is None else check_on_failure(on_failure)
         backend, settings = self.backend(solver_args)
         theta, batch = self._theta(values)
         check_values(self.parameters, theta, batch.batched)
         prog = self.program(backend)
-        data = prog.data.apply(theta)
-        x = np.full((batch.size, prog.n), np.nan)
-        y, s = np.full((2, batch.size, prog.m), np.nan)
-        results = _solve(backend, prog, data, settings)
-        x, y, s, residual, factors = self._improve(backend, settings, prog, data, results)
-        if factors is not None:  # for the backward pass of this call
-            self._factors.put(fingerprint(theta, x, y), factors)
+        warm = self._warm(warm_start, backend.name, prog, batch.size)
+        fwd = self._forward(prog, backend, settings, theta, warm)
+        if fwd.factors is not None:  # for the backward pass of this call
+            self._factors.put(fingerprint(theta, fwd.x, fwd.y), fwd.factors)
+        self._last = (backend.name, fwd.x, fwd.y, fwd.s)
         info = SolveInfo(
             solver=backend.name,
-            status=tuple(r.status for r in results),
-            iterations=np.array([r.iterations for r in results], dtype=np.int64),
-            solve_time=np.array([r.solve_time for r in results], dtype=np.float64),
-            residual=residual,
+            status=tuple(r.status for r in fwd.results),
+            iterations=np.array([r.iterations for r in fwd.results], dtype=np.int64),
+            solve_time=np.array([r.solve_time for r in fwd.results], dtype=np.float64),
+            residual=fwd.residual,
         )
-        outputs = split_outputs(prog.outputs, prog.outputs_from(x, y), batch)
+        outputs = split_outputs(prog.outputs, prog.outputs_from(fwd.x, fwd.y), batch)
         report(info, batch.batched, outputs, policy, self.adjoint)
-        return Solution(outputs, [x, y, s, info.to_array()], info)
+        return Solution(outputs, [fwd.x, fwd.y, fwd.s, info.to_array()], info)
 
-    def _improve(self, backend, settings, prog, data, results):
-        """The points the call returns: the solver's, or polished by the adjoint.
+    def _warm(self, warm_start, solver: str, prog: ParametricConeProgram, size: int):
+        """The starting points of a call, or None (cold start)."""
+        if warm_start is False or warm_start is None:
+            return None
+        if warm_start is True:
+            last = self._last
+            if last is None or last[0] != solver or last[1].shape[0] != size:
+                return None
+            return last[1:]
+        return check_warm(warm_start, prog.n, prog.m, size)
 
-        Elements that polishing cannot bring below the adjoint's target (a solver stopped
-        short, or wrong) are solved again and polished once more: by the same backend at
-        a tight tolerance, then, if still short, by another backend (SCS, or Clarabel
-        after SCS). ``results`` is updated where a retry did better; what stays above the
-        target is left for :func:`report` to warn about.
-        """
-        x, y, s = _stack(results, prog.n, prog.m)
-        if not self.adjoint.polishes_outputs:
-            pol = self.adjoint.improve(prog.data, data, x, y, s, threshold=np.inf)
-            return x, y, s, pol.residual, None
-        pol = self.adjoint.improve(prog.data, data, x, y, s)
-        x, y, s, residual = pol.x, pol.y, pol.s, pol.residual
-        for retry in _retries(backend, settings, prog):
-            stuck = np.flatnonzero(residual > self.adjoint.target)
-            if not stuck.size:
-                break
-            again = _solve(retry[0], prog, data[stuck], retry[1])
-            x2, y2, s2 = _stack(again, prog.n, prog.m)
-            pol2 = self.adjoint.improve(prog.data, data[stuck], x2, y2, s2)
-            better = np.flatnonzero(pol2.residual < residual[stuck])  # NaN: False
-            for i in better:
-                b = stuck[i]
-                x[b], y[b], s[b], residual[b] = pol2.x[i], pol2.y[i], pol2.s[i], pol2.residual[i]
-                results[b] = again[i]
-            pol.factors.adopt(stuck[better], pol2.factors, better)
-        return x, y, s, residual, pol.factors
+    def _chunked(self, batch: int) -> ChunkedExecutor | None:
+        """The executor, if this batch is more than one of its chunks."""
+        chunked = self.executor
+        return chunked if chunked is not None and len(chunked.bounds(batch)) > 1 else None
+
+    def _forward(self, prog, backend, settings, theta, warm) -> kernel.Forward:
+        chunked = self._chunked(theta.shape[0])
+        if chunked is None:
+            return kernel.forward(prog, backend, settings, self.adjoint, theta, warm)
+        parts = run_chunked(chunked, kernel.forward_remote,
+                            (prog, backend, settings, self.adjoint), [theta, warm])
+        x, y, s, residual = (concat([getattr(part, k) for part in parts])
+                             for k in ("x", "y", "s", "residual"))
+        return kernel.Forward([r for part in parts for r in part.results], x, y, s,
+                              residual, None)
 
     # -- derivatives --------------------------------------------------------
-    def _derivative(self, prog: ParametricConeProgram, theta: np.ndarray, x, y, s, cached):
-        """The adjoint's derivative at (x, y, s), polished first where the adjoint does.
-
-        ``cached``: factorizations the forward pass left for these elements, if any.
-        Returns the derivative (``deriv.x``, ``deriv.y`` are the point it is taken at)
-        and that point's relative KKT residual.
-        """
-        data = prog.data.apply(theta)
-        adjoint = self.adjoint
-        pol = adjoint.improve(prog.data, data, x, y, s, threshold=adjoint.target)
-        if cached is not None:
-            reuse = np.flatnonzero(~pol.factors.known() & cached.known())
-            pol.factors.adopt(reuse, cached)
-        deriv = adjoint.linearize(prog.data, data, pol.x, pol.y, pol.s, pol.factors)
-        return deriv, pol.residual
-
-    def _linearize(self, values: Sequence[Any], state: Sequence[np.ndarray], solver: str):
-        """Shared set-up of :meth:`vjp` and :meth:`jvp`: only solved elements are
-        differentiated; the others get zero derivatives and method "none"."""
+    def _differentiate(self, values, state, solver: str, work, direction, width):
+        """Shared work of :meth:`vjp` and :meth:`jvp`: ``work`` (a :mod:`._kernel` rows
+        function) on the solved elements with their rows of ``direction(prog, batch)``;
+        the others get zero derivatives and method "none". Returns the (B, width)
+        result, the batch, and the forward's info completed with the derivative's."""
         theta, batch = self._theta(values)
         x, y, s, diagnostics = (np.asarray(a, dtype=np.float64) for a in state)
         prog = self.program(solver)
-        solved = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-        idx = np.flatnonzero(solved)
-        cached = None
-        if self.adjoint.polishes_outputs:
-            stored = self._factors.get(fingerprint(theta, x, y))
-            if stored is not None:
-                cached = FactorStore(idx.size)
-                cached.adopt(np.arange(idx.size), stored, idx)
-        deriv, kkt = self._derivative(prog, theta[idx], x[idx], y[idx], s[idx], cached)
-        return theta, batch, prog, idx, deriv, kkt, SolveInfo.from_array(solver, diagnostics)
+        info = SolveInfo.from_array(solver, diagnostics)
+        idx = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
+        out = np.zeros((batch.size, width(prog, theta)))
+        if not idx.size:
+            return out, batch, self._info(info, None, idx)
+        d = direction(prog, batch)
+        rows = [theta[idx], x[idx], y[idx], s[idx], d[idx]]
+        chunked = self._chunked(idx.size)
+        if chunked is None:
+            res = work(prog, self.adjoint, *rows, self._cached(theta, x, y, idx))
+        else:
+            parts = run_chunked(chunked, work, (prog, self.adjoint), rows)
+            res = kernel.Rows(concat([p.values for p in parts]),
+                              tuple(m for p in parts for m in p.method),
+                              *(concat([getattr(p, k) for p in parts])
+                                for k in ("residual", "kkt", "steps")))
+        out[idx] = res.values
+        return out, batch, self._info(info, res, idx)
+
+    def _cached(self, theta, x, y, idx) -> FactorStore | None:
+        """The forward pass's factorizations of the elements ``idx``, if it left any."""
+        if not self.adjoint.polishes_outputs:
+            return None
+        stored = self._factors.get(fingerprint(theta, x, y))
+        if stored is None:
+            return None
+        cached = FactorStore(idx.size)
+        cached.adopt(np.arange(idx.size), stored, idx)
+        return cached
 
     @staticmethod
-    def _info(info: SolveInfo, deriv: SolutionDerivative, idx, kkt) -> SolveInfo:
+    def _info(info: SolveInfo, rows: kernel.Rows | None, idx) -> SolveInfo:
         size = len(info.status)
         method, residual, at = ["none"] * size, np.full(size, np.nan), np.full(size, np.nan)
         steps = np.zeros(size, dtype=np.int64)
-        if deriv.report is not None:
+        if rows is not None:
             for i, b in enumerate(idx):
-                method[b] = deriv.report.method[i]
-            residual[idx], at[idx] = deriv.report.residual, kkt
-            steps[idx] = deriv.report.refinements
+                method[b] = rows.method[i]
+            residual[idx], at[idx], steps[idx] = rows.residual, rows.kkt, rows.steps
         return info.with_derivative(DerivativeInfo(tuple(method), residual, at, steps))
 
     def vjp(
@@ -329,15 +347,12 @@ class SolutionMap:
         Returns:
             The cotangents, and the forward call's diagnostics with this derivative's.
         """
-        theta, batch, prog, idx, deriv, kkt, info = self._linearize(values, state, solver)
-        g = stack_outputs(prog.outputs, cotangents, batch)[idx]
-        gtheta = np.zeros_like(theta)
-        if idx.size:
-            gx, gy = prog.outputs_vjp(prog.outputs_from(deriv.x, deriv.y), g)
-            gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
-            gtheta[idx] = prog.data.vjp(theta[idx], gdata)
-        grads = unflatten_params(self.parameters, gtheta, batch)
-        return grads, self._info(info, deriv, idx, kkt)
+        def direction(prog, batch):
+            return stack_outputs(prog.outputs, cotangents, batch)
+
+        gtheta, batch, info = self._differentiate(
+            values, state, solver, kernel.vjp_rows, direction, lambda _, theta: theta.shape[1])
+        return unflatten_params(self.parameters, gtheta, batch), info
 
     def jvp(
         self, values: Sequence[Any], state: Sequence[np.ndarray], tangents: Sequence[Any],
@@ -348,51 +363,14 @@ class SolutionMap:
         Returns:
             The output tangents, and the forward call's diagnostics with this derivative's.
         """
-        theta, batch, prog, idx, deriv, kkt, info = self._linearize(values, state, solver)
-        zero = [np.zeros(np.shape(v)) if t is None else t
-                for v, t in zip(values, tangents, strict=True)]
-        dtheta = flatten(self.parameters, zero, batch)
-        dout = np.zeros((batch.size, prog.R.shape[0]))
-        if idx.size:
-            dx, dy, _ = deriv.jvp(prog.data.jvp(theta[idx], dtheta[idx]))
-            out = prog.outputs_from(deriv.x, deriv.y)
-            dout[idx] = prog.outputs_jvp(out, dx, dy)
-        return split_outputs(prog.outputs, dout, batch), self._info(info, deriv, idx, kkt)
+        def direction(prog, batch):
+            zero = [np.zeros(np.shape(v)) if t is None else t
+                    for v, t in zip(values, tangents, strict=True)]
+            return flatten(self.parameters, zero, batch)
 
-
-def _retries(backend: AbstractSolver, settings: Mapping[str, Any],
-             prog: ParametricConeProgram):
-    """(backend, settings) to retry inexact elements with: the same backend at a tight
-    tolerance, then another backend that can solve the program, at a tight tolerance."""
-    yield backend, {**settings, **backend.settings({"eps": TIGHT_EPS})}
-    other = get_solver("SCS" if backend.name != "SCS" else "CLARABEL")
-    if _fits(prog, other):
-        yield other, other.settings({"eps": RETRY_EPS, "max_iters": RETRY_ITERS})
-
-
-def _fits(prog: ParametricConeProgram, backend: AbstractSolver) -> bool:
-    """Whether ``backend`` can solve ``prog`` as compiled (its cones, its P)."""
-    kinds = prog.data.dims.kinds()
-    return kinds <= backend.supported_cones and (
-        backend.supports_quadratic_objective or prog.data.P is None)
-
-
-def _solve(backend: AbstractSolver, prog: ParametricConeProgram, data: np.ndarray,
-           settings: Mapping[str, Any]) -> list:
-    """Solve a batch: as one array program if the backend can, else element by element."""
-    if backend.batched:
-        return backend.solve_batch(prog.data, data, settings)
-    return solve_all(backend, [prog.data.program(d) for d in data], settings)
-
-
-def _stack(results, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x, y, s of a list of solver results, NaN where a result has no point."""
-    x = np.full((len(results), n), np.nan)
-    y, s = np.full((2, len(results), m), np.nan)
-    for b, r in enumerate(results):
-        if r.status.has_iterate:
-            x[b], y[b], s[b] = r.x, r.y, r.s
-    return x, y, s
+        dout, batch, info = self._differentiate(
+            values, state, solver, kernel.jvp_rows, direction, lambda prog, _: prog.R.shape[0])
+        return split_outputs(self.program(solver).outputs, dout, batch), info
 
 
 def _without_caches(problem: cp.Problem) -> cp.Problem:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -107,3 +108,26 @@ def _check_matrix(spec: ParamSpec, mats: np.ndarray, batched: bool) -> None:
             f"parameter {spec.label}: declared {word} semidefinite, but (X + Xᵀ)/2 has an "
             f"eigenvalue {val[bad][0]:.3g}{_where(bad, batched)}. Pass for example L @ L.T."
         )
+
+
+def check_warm(warm: Any, n: int, m: int, size: int) -> tuple[np.ndarray, ...]:
+    """Explicit starting points (x, y, s) of a call, as float64 arrays of rows.
+
+    Raises:
+        ParameterError: not three arrays of shapes (B, n), (B, m), (B, m).
+    """
+    expected = [(size, n), (size, m), (size, m)]
+    try:
+        arrays = tuple(np.asarray(a, dtype=np.float64) for a in warm)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(
+            f"warm_start: expected True, False or (x, y, s) arrays, received "
+            f"{type(warm).__name__} ({err})."
+        ) from err
+    shapes = [a.shape for a in arrays]
+    if shapes != expected:
+        raise ParameterError(
+            f"warm_start: expected (x, y, s) of shapes {expected} (a previous call's "
+            f"Solution.state[:3] for this batch size and solver), received shapes {shapes}."
+        )
+    return arrays

@@ -18,8 +18,8 @@ Why three primitives rather than one ``jax.pure_callback`` inside a ``custom_vjp
   (:class:`~convexlayers.ParameterError`, :class:`~convexlayers.SolverError`).
 
 The primitives' static parameters are the :class:`SolutionMap` (hashed by
-identity), the call's ``solver_args`` as a sorted tuple of items and its
-``on_failure``, the name of the backend that produced the state (x, y, s and
+identity), the call's ``solver_args`` as a sorted tuple of items, its
+``on_failure`` and ``warm_start``, the name of the backend that produced the state (x, y, s and
 the forward's diagnostics) the derivatives need, and ``record``, the layer's
 method that keeps the diagnostics of the last call that ran.
 """
@@ -60,13 +60,15 @@ def _f64(arrays) -> list[np.ndarray]:
 
 
 # -- host side (NumPy, float64) and the shapes it returns -----------------------------
-def _solve_host(*params, smap: SolutionMap, solver_args: tuple, on_failure, record):
-    sol = smap.solve(_f64(params), dict(solver_args), on_failure)
+def _solve_host(*params, smap: SolutionMap, solver_args: tuple, on_failure, warm_start,
+                record):
+    sol = smap.solve(_f64(params), dict(solver_args), on_failure, warm_start)
     record(sol.info)
     return [*sol.outputs, *sol.state]
 
 
-def _solve_shapes(*params, smap: SolutionMap, solver_args: tuple, on_failure, record):
+def _solve_shapes(*params, smap: SolutionMap, solver_args: tuple, on_failure, warm_start,
+                  record):
     shapes = [tuple(p.shape) for p in params]
     size = smap.batch_spec(shapes).size
     state = smap.state_shapes(smap.backend(dict(solver_args))[0].name, size)

@@ -99,13 +99,14 @@ def solve_function(
     solver_args: Mapping[str, Any],
     on_failure: str | None,
     dtype: mx.Dtype,
+    warm_start: bool = False,
 ) -> mx.custom_function:
     """The custom function of one call: parameter arrays -> output arrays of ``dtype``.
 
     Args:
         smap: the layer's solution map.
         record: stores a finished call's diagnostics on the layer (``layer.info``).
-        solver_args, on_failure: the call's settings (already validated).
+        solver_args, on_failure, warm_start: the call's settings (already validated).
         dtype: the outputs' dtype. A parameter's gradient has its own dtype if it is
             floating point, else this one.
     """
@@ -115,7 +116,7 @@ def solve_function(
     def solved(primals: tuple) -> tuple[list[np.ndarray], Solution]:
         if "solution" not in memo:  # a rule called without the forward solves again
             values = [to_numpy(p) for p in primals]
-            solution = smap.solve(values, solver_args, on_failure)
+            solution = smap.solve(values, solver_args, on_failure, warm_start)
             record(solution.info)
             memo["values"], memo["solution"] = values, solution
         return memo["values"], memo["solution"]

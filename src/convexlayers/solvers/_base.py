@@ -96,6 +96,9 @@ class SolveResult:
     message: str = ""
 
 
+# A starting point (x, y, s) of one program.
+WarmPoint = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 # Keys of cvxpylayers' ``solver_args`` that every backend understands, and their kinds.
 COMPAT_KEYS = ("eps", "max_iters", "acceleration_lookback", "verbose")
 COMPAT_KINDS = {
@@ -171,11 +174,14 @@ class AbstractSolver(abc.ABC):
     # The solver takes a whole batch at once (:meth:`solve_batch`) instead of one program
     # at a time (:meth:`solve`, called per element by the layer).
     batched: ClassVar[bool] = False
+    # The solver starts from a given point (``warm`` in :meth:`solve`); others ignore it.
+    warm_starts: ClassVar[bool] = False
 
-    def solve_batch(self, structure: Any, data: np.ndarray,
-                    settings: Mapping[str, Any]) -> list[SolveResult]:
+    def solve_batch(self, structure: Any, data: np.ndarray, settings: Mapping[str, Any],
+                    warm: tuple[np.ndarray, ...] | None = None) -> list[SolveResult]:
         """Solve a batch: ``data`` (B, nd) laid out as ``structure`` (a compiled
         ``DataMap``: ``split``, ``dims``, the patterns of P and A, ``program(row)``).
+        ``warm``: starting points (x (B, n), y (B, m), s (B, m)); NaN rows have none.
 
         Only backends with ``batched = True`` implement it.
         """
@@ -250,5 +256,7 @@ class AbstractSolver(abc.ABC):
         """Map the cvxpylayers keys present in ``compat`` to native settings."""
 
     @abc.abstractmethod
-    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
-        """Solve one cone program with already-validated native ``settings``."""
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any],
+              warm: WarmPoint | None = None) -> SolveResult:
+        """Solve one cone program with already-validated native ``settings``, from the
+        starting point ``warm`` (x, y, s) where the backend ``warm_starts``."""

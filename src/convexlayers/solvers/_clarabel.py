@@ -25,6 +25,7 @@ from convexlayers.solvers._base import (
     ConeProgram,
     SolveResult,
     SolverStatus,
+    WarmPoint,
 )
 
 _STATUS = {
@@ -120,7 +121,8 @@ class ClarabelSolver(AbstractSolver):
                 "clarabel.DefaultSettings for the valid values."
             ) from err
 
-    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any],
+              warm: WarmPoint | None = None) -> SolveResult:
         """Solve ``program`` with Clarabel; ``settings`` are DefaultSettings fields."""
         self.check_program(program)
         options = clarabel.DefaultSettings()

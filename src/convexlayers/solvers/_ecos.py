@@ -32,6 +32,7 @@ from convexlayers.solvers._base import (
     ConeProgram,
     SolveResult,
     SolverStatus,
+    WarmPoint,
 )
 
 # ECOS exit flags (ecos.h); 10 + flag is the "close to" variant of flag.
@@ -97,7 +98,8 @@ class ECOSSolver(AbstractSolver):
                 native[key] = compat[key]
         return native
 
-    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any],
+              warm: WarmPoint | None = None) -> SolveResult:
         """Solve ``program`` with ECOS; ``settings`` are ecos.solve keyword arguments."""
         self.check_program(program)
         dims, m, n = program.dims, program.m, program.n

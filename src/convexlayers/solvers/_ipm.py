@@ -28,6 +28,7 @@ _REG = 1e-10
 _REFINE = 2
 _INVERT_BELOW = 96
 _STEP = 0.99
+_WARM_FLOOR = 1e-2
 
 
 @dataclass
@@ -181,23 +182,42 @@ def _iterate(qp: BatchQP, x, yz, yl, s):
     s += a * ds
 
 
-def solve_qp_batch(qp: BatchQP, tol: float = 1e-9, max_iter: int = 50) -> IPMResult:
+def solve_qp_batch(qp: BatchQP, tol: float = 1e-9, max_iter: int = 50,
+                   warm: tuple[np.ndarray, ...] | None = None) -> IPMResult:
     """Solve every QP of the batch; finished elements stop iterating.
 
     Args:
         qp: the batch.
         tol: relative tolerance on the primal and dual residuals and the gap.
         max_iter: iterations before an element is given up (reported not converged).
+        warm: starting points (x, y_z, y_l, s), rows with NaN left to the cold start.
     """
     # Infeasible and unbounded elements diverge, overflowing on the way; they are
     # caught as not converged (or broken) and reported, so the warnings are noise.
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        return _solve(qp, tol, max_iter)
+        return _solve(qp, tol, max_iter, warm)
 
 
-def _solve(qp: BatchQP, tol: float, max_iter: int) -> IPMResult:
+def _warm(cold: tuple[np.ndarray, ...], warm: tuple[np.ndarray, ...]) -> None:
+    """Replace the rows of ``cold`` (in place) that have a finite warm point by it, with
+    s and y_l raised to at least ``_WARM_FLOOR`` times their scale: an interior point
+    near the previous solution, away enough from the boundary to take long steps."""
+    rows = np.flatnonzero(np.all([np.isfinite(w).all(axis=1) for w in warm], axis=0))
+    if not rows.size:
+        return
+    x, yz, yl, s = (np.array(w[rows], dtype=np.float64) for w in warm)
+    for v in (yl, s):
+        floor = _WARM_FLOOR * (1.0 + np.abs(v).max(axis=1, initial=0.0))
+        np.maximum(v, floor[:, None], out=v)
+    for c, w in zip(cold, (x, yz, yl, s), strict=True):
+        c[rows] = w
+
+
+def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
     B = qp.q.shape[0]
     x, yz, yl, s = _start(qp)
+    if warm is not None:
+        _warm((x, yz, yl, s), warm)
     done = np.zeros(B, dtype=bool)
     iterations = np.zeros(B, dtype=np.int64)
     for _ in range(max_iter):

@@ -15,7 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convexlayers.solvers._base import AbstractSolver, ConeProgram, SolveResult, SolverStatus
+from convexlayers.solvers._base import (
+    AbstractSolver,
+    ConeProgram,
+    SolveResult,
+    SolverStatus,
+    WarmPoint,
+)
 from convexlayers.solvers._ipm import BatchQP, solve_qp_batch
 
 _DEFAULTS = {"tol": 1e-9, "max_iter": 50}
@@ -50,6 +56,7 @@ class NativeSolver(AbstractSolver):
     native_kinds: ClassVar[Mapping[str, str]] = {"tol": "positive number",
                                                  "max_iter": "positive int"}
     batched = True
+    warm_starts = True
 
     def _translate(self, compat: Mapping[str, Any]) -> dict[str, Any]:
         native: dict[str, Any] = {}
@@ -59,7 +66,8 @@ class NativeSolver(AbstractSolver):
             native["max_iter"] = compat["max_iters"]
         return native
 
-    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any],
+              warm: WarmPoint | None = None) -> SolveResult:
         """One program: the fallback (Clarabel) with the matching tolerance."""
         from convexlayers.solvers._clarabel import ClarabelSolver
 
@@ -69,19 +77,22 @@ class NativeSolver(AbstractSolver):
         return SolveResult(result.x, result.y, result.s, result.status, result.iterations,
                            result.solve_time, f"{result.message} (Clarabel fallback)")
 
-    def solve_batch(self, structure: Any, data: np.ndarray,
-                    settings: Mapping[str, Any]) -> list[SolveResult]:
-        """Solve every element of ``data`` (B, nd) laid out as ``structure``."""
+    def solve_batch(self, structure: Any, data: np.ndarray, settings: Mapping[str, Any],
+                    warm: tuple[np.ndarray, ...] | None = None) -> list[SolveResult]:
+        """Solve every element of ``data`` (B, nd) laid out as ``structure``; ``warm``:
+        (x, y, s) starting points, moved inside the cone (NaN rows: the cold start)."""
         opts = {**_DEFAULTS, **settings}
         if data.shape[0] == 0:
             return []
         if structure.n + structure.dims.zero > MAX_DENSE:
             return [self.solve(structure.program(d), opts) for d in data]
-        start = time.perf_counter()
+        begin = time.perf_counter()
         qp = batch_qp(structure, data)
-        res = solve_qp_batch(qp, tol=opts["tol"], max_iter=opts["max_iter"])
-        per = (time.perf_counter() - start) / data.shape[0]
         z = structure.dims.zero
+        start = None if warm is None else (warm[0], warm[1][:, :z], warm[1][:, z:],
+                                           warm[2][:, z:])
+        res = solve_qp_batch(qp, tol=opts["tol"], max_iter=opts["max_iter"], warm=start)
+        per = (time.perf_counter() - begin) / data.shape[0]
         results = []
         for b in range(data.shape[0]):
             if not res.converged[b]:

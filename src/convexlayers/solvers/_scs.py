@@ -30,6 +30,7 @@ from convexlayers.solvers._base import (
     ConeProgram,
     SolveResult,
     SolverStatus,
+    WarmPoint,
 )
 
 # SCS's integer ``status_val`` (scs/include/glbopts.h).
@@ -118,6 +119,18 @@ def _cone(dims: ConeDims) -> dict[str, Any]:
     }
 
 
+def _warm(warm: WarmPoint | None, perm: np.ndarray | None, shape) -> dict[str, Any]:
+    """SCS's warm-start arguments: our (x, y, s) in its row order and padded shapes."""
+    if warm is None:
+        return {}
+    m, n = shape
+    x, y, s = (np.zeros(k) for k in (n, m, m))
+    rows = slice(None) if perm is None else perm
+    x[: warm[0].size] = warm[0]
+    y[: warm[1].size], s[: warm[2].size] = warm[1][rows], warm[2][rows]
+    return {"warm_start": True, "x": x, "y": y, "s": s}
+
+
 class SCSSolver(AbstractSolver):
     """First-order solver SCS: every cone kind, quadratic objectives."""
 
@@ -126,6 +139,7 @@ class SCSSolver(AbstractSolver):
     supported_cones = frozenset({"zero", "nonneg", "soc", "psd", "exp", "power"})
     native_keys = _SETTINGS
     native_kinds = _KINDS
+    warm_starts = True
 
     def _translate(self, compat: Mapping[str, Any]) -> dict[str, Any]:
         native: dict[str, Any] = {}
@@ -136,8 +150,10 @@ class SCSSolver(AbstractSolver):
                 native[key] = compat[key]
         return native
 
-    def solve(self, program: ConeProgram, settings: Mapping[str, Any]) -> SolveResult:
-        """Solve ``program`` with SCS; ``settings`` are SCS keyword settings."""
+    def solve(self, program: ConeProgram, settings: Mapping[str, Any],
+              warm: WarmPoint | None = None) -> SolveResult:
+        """Solve ``program`` with SCS; ``settings`` are SCS keyword settings; ``warm``
+        (x, y, s): SCS's starting point instead of zero."""
         self.check_program(program)
         m, n = program.m, program.n
         perm = row_permutation(program.dims)
@@ -154,7 +170,8 @@ class SCSSolver(AbstractSolver):
         if program.P is not None and program.P.count_nonzero() > 0:
             data["P"] = sp.csc_array(program.P)
 
-        result = scs.SCS(data, cone, **{"verbose": False, **settings}).solve()
+        solver = scs.SCS(data, cone, **{"verbose": False, **settings})
+        result = solver.solve(**_warm(warm, perm, A.shape))
         info = result["info"]
         status = _STATUS.get(int(info["status_val"]), SolverStatus.UNKNOWN)
         x = y = s = None

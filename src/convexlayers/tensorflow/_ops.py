@@ -50,7 +50,7 @@ def solve(
     smap: SolutionMap,
     record: Callable[[SolveInfo], None],
     params: Sequence[tf.Tensor],
-    options: tuple[Mapping[str, Any] | None, str | None],
+    options: tuple[Mapping[str, Any] | None, str | None, bool],
     output_shapes: Sequence[tf.TensorShape],
 ) -> list[tf.Tensor]:
     """Differentiable solve: float64 parameter tensors -> float64 output tensors.
@@ -59,19 +59,19 @@ def solve(
         smap: the layer's solution map.
         record: called with each finished call's diagnostics (forward, then backward).
         params: one float64 tensor per parameter.
-        options: this call's ``solver_args`` and ``on_failure`` (already validated;
+        options: this call's ``solver_args``, ``on_failure`` and ``warm_start`` (validated;
             captured by value).
         output_shapes: static shapes to give the outputs.
 
     Returns:
         One tensor per output of ``smap``.
     """
-    solver_args, on_failure = dict(options[0] or {}), options[1]
+    solver_args, on_failure, warm_start = dict(options[0] or {}), options[1], options[2]
     solver = smap.backend(solver_args)[0].name
     num_outputs = len(smap.outputs)
 
     def forward(*values):
-        sol = smap.solve(list(values), solver_args, on_failure)
+        sol = smap.solve(list(values), solver_args, on_failure, warm_start)
         record(sol.info)
         return _float64([*sol.outputs, *sol.state])
 

@@ -9,7 +9,7 @@ import cvxpy as cp
 import torch
 
 from convexlayers._core import SolutionMap, SolveInfo
-from convexlayers._core._report import check_on_failure
+from convexlayers._core._report import check_on_failure, check_warm_start
 from convexlayers._errors import ParameterError, SolverArgumentError
 from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.torch._ops import encode, register, solve_op
@@ -41,6 +41,10 @@ class CvxpyLayer(torch.nn.Module):
             ``convexlayers.derivative``: outputs polished to the exact solution by Newton
             steps on the KKT conditions, so that they agree with their gradients; the
             backward pass reuses the last step's factorization).
+        executor: solve batches larger than one chunk on a ``concurrent.futures.Executor``
+            (a process pool, a Dask or Ray cluster), forward and backward;
+            ``convexlayers.ChunkedExecutor(executor, chunk_size, timeout)`` tunes it.
+            Settable later as ``layer.executor``; not pickled or copied with the layer.
 
     The layer pickles and deep-copies (``torch.save(model)``, ``copy.deepcopy``); one
     layer may be called from several threads at once.
@@ -67,6 +71,7 @@ class CvxpyLayer(torch.nn.Module):
         refine: bool | str | None = None,
         on_failure: str = "raise",
         adjoint: AbstractAdjoint | None = None,
+        executor: Any = None,
     ) -> None:
         super().__init__()
         self._info: SolveInfo | None = None
@@ -81,6 +86,7 @@ class CvxpyLayer(torch.nn.Module):
             refine=refine,
             on_failure=on_failure,
             adjoint=adjoint,
+            executor=executor,
         )
         self._handle = register(self)
 
@@ -92,6 +98,15 @@ class CvxpyLayer(torch.nn.Module):
 
     def _record(self, info: SolveInfo) -> None:
         self._info = info
+
+    @property
+    def executor(self):
+        """Where batches are solved: None (this process) or a ``ChunkedExecutor``."""
+        return self._map.executor
+
+    @executor.setter
+    def executor(self, executor) -> None:
+        self._map.executor = executor
 
     def __getstate__(self) -> dict[str, Any]:
         # The handle names this instance in the op registry; a copy registers itself.
@@ -108,6 +123,7 @@ class CvxpyLayer(torch.nn.Module):
         *params: torch.Tensor,
         solver_args: Mapping[str, Any] | None = None,
         on_failure: str | None = None,
+        warm_start: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """Solve for the given parameter values.
 
@@ -117,6 +133,9 @@ class CvxpyLayer(torch.nn.Module):
             solver_args: settings for this call (e.g. ``{"eps": 1e-8}`` or
                 ``{"solve_method": "ECOS"}``).
             on_failure: "raise" or "nan" for this call (default: the layer's).
+            warm_start: start SCS or NATIVE from this layer's previous solution, element
+                by element (a cold start if that call had another batch size); the
+                answer is the same to the tolerance, often in fewer iterations.
 
         Returns:
             One tensor per requested variable, in the dtype and on the device of the inputs,
@@ -125,7 +144,7 @@ class CvxpyLayer(torch.nn.Module):
         tensors = _tensors(self._map, params)
         self._map.batch_spec([tuple(t.shape) for t in tensors])
         self._map.backend(solver_args)  # validate before any work
-        options = _encode(solver_args, on_failure)
+        options = _encode(solver_args, on_failure, check_warm_start(warm_start))
         dtype, device = _common_dtype_device(self._map, params, tensors)
         cpu = [t.to(device="cpu", dtype=torch.float64) for t in tensors]
         results = solve_op(cpu, self._handle, options)
@@ -196,13 +215,14 @@ def _common_dtype_device(
     return dtype, device
 
 
-def _encode(solver_args: Mapping[str, Any] | None, on_failure: str | None) -> str:
+def _encode(solver_args: Mapping[str, Any] | None, on_failure: str | None,
+            warm_start: bool) -> str:
     """Per-call options as a JSON string, the form a custom op can take."""
     if on_failure is not None:
         check_on_failure(on_failure)
     items = tuple((solver_args or {}).items())
     try:
-        return encode(items, on_failure)
+        return encode(items, on_failure, warm_start)
     except TypeError as err:
         raise SolverArgumentError(
             f"solver_args: values must be plain numbers, strings or booleans ({err})."

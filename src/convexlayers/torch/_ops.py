@@ -58,7 +58,8 @@ def _lookup(handle: int) -> _Layer:
 
 
 @torch.compiler.assume_constant_result
-def encode(solver_args: tuple[tuple[str, Any], ...], on_failure: str | None) -> str:
+def encode(solver_args: tuple[tuple[str, Any], ...], on_failure: str | None,
+           warm_start: bool = False) -> str:
     """A call's options as a JSON string, the form a custom op can take.
 
     ``torch.compile`` cannot trace the JSON encoder: it calls this function while
@@ -68,16 +69,17 @@ def encode(solver_args: tuple[tuple[str, Any], ...], on_failure: str | None) -> 
     Args:
         solver_args: the call's ``solver_args`` as a tuple of (key, value) items.
         on_failure: the call's ``on_failure``, or None.
+        warm_start: the call's ``warm_start``.
     """
-    if not solver_args and on_failure is None:
+    if not solver_args and on_failure is None and not warm_start:
         return "{}"
-    return json.dumps({"solver_args": dict(solver_args), "on_failure": on_failure},
-                      sort_keys=True)
+    return json.dumps({"solver_args": dict(solver_args), "on_failure": on_failure,
+                       "warm_start": warm_start}, sort_keys=True)
 
 
-def _decode(options: str) -> tuple[dict, str | None]:
+def _decode(options: str) -> tuple[dict, str | None, bool]:
     opts = json.loads(options)
-    return opts.get("solver_args", {}), opts.get("on_failure")
+    return opts.get("solver_args", {}), opts.get("on_failure"), opts.get("warm_start", False)
 
 
 def _np(tensors: list[torch.Tensor]) -> list[np.ndarray]:
@@ -92,8 +94,8 @@ def _torch(arrays) -> list[torch.Tensor]:
 def solve_op(params: list[torch.Tensor], handle: int, options: str) -> list[torch.Tensor]:
     """float64 CPU parameter values -> outputs, then the state for the backward pass."""
     layer = _lookup(handle)
-    solver_args, on_failure = _decode(options)
-    sol = layer._map.solve(_np(params), solver_args, on_failure)
+    solver_args, on_failure, warm_start = _decode(options)
+    sol = layer._map.solve(_np(params), solver_args, on_failure, warm_start)
     layer._record(sol.info)
     return _torch([*sol.outputs, *sol.state])
 
