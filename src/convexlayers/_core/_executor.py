@@ -118,14 +118,26 @@ def run_chunked(chunked: ChunkedExecutor, work: Callable, shared: tuple,
     if len(bounds) <= 1:
         return [work(*shared, *rows)]
     payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
-    futures = [chunked.executor.submit(_task, work, payload, _slice(rows, lo, hi))
-               for lo, hi in bounds]
+    futures: list[cf.Future] = []
     try:
+        for lo, hi in bounds:
+            futures.append(_submit(chunked.executor, work, payload, rows, lo, hi))
         return [_result(f, lo, hi, chunked.timeout) for f, (lo, hi) in zip(futures, bounds,
                                                                           strict=True)]
     finally:
         for f in futures:
             f.cancel()
+
+
+def _submit(executor: cf.Executor, work: Callable, payload: bytes, rows: Sequence[Any],
+            lo: int, hi: int) -> cf.Future:
+    try:
+        return executor.submit(_task, work, payload, _slice(rows, lo, hi))
+    except Exception as err:  # a pool already broken or shut down, a closed client
+        raise ExecutorError(
+            f"executor: could not hand batch elements {lo}..{hi - 1} to the executor "
+            f"({type(err).__name__}: {err}); it may be shut down or broken by a lost "
+            "worker. Make a new one, or call without an executor.", range(lo, hi)) from err
 
 
 def _slice(rows: Sequence[Any], lo: int, hi: int) -> list[Any]:
