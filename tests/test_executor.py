@@ -132,7 +132,7 @@ def test_lost_worker_raises_executor_error():
         with pytest.raises(ExecutorError, match="batch elements") as err:
             layer(*qp_params())
         assert err.value.indices  # the chunk it was solving (or the first refused)
-        with pytest.raises(ExecutorError, match="broken|shut down|lost|died"):
+        with pytest.raises(ExecutorError, match=r"broken|shut down|lost|died"):
             layer(*qp_params())  # the pool is broken now: a clear error at once
     finally:
         ex.pool.shutdown(wait=True, cancel_futures=True)
@@ -147,7 +147,7 @@ class _NeverDone(cf.Executor):
 
 def test_timeout_ends_a_stalled_call():
     layer = qp_layer(executor=ChunkedExecutor(_NeverDone(), chunk_size=CHUNK, timeout=0.2))
-    with pytest.raises(ExecutorError, match="not solved within 0.2 s") as err:
+    with pytest.raises(ExecutorError, match=r"not solved within 0\.2 s") as err:
         layer(*qp_params())
     assert err.value.indices == list(range(CHUNK))
 
@@ -248,3 +248,20 @@ def test_dask_worker_killed_mid_call_ends(dask_client):
         return
     x0, _ = _value_and_grads(qp_layer(), params)
     assert torch.allclose(x0, x1, atol=1e-10, rtol=0)
+
+
+def test_ray_cluster_matches_in_process():
+    ray = pytest.importorskip("ray")
+    from convexlayers import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        layer = qp_layer(executor=ChunkedExecutor(RayExecutor(max_retries=1),
+                                                  chunk_size=CHUNK, timeout=120))
+        x0, g0 = _value_and_grads(qp_layer(), qp_params(4))
+        x1, g1 = _value_and_grads(layer, qp_params(4))
+    finally:
+        ray.shutdown()
+    assert torch.allclose(x0, x1, atol=1e-10, rtol=0)
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.allclose(a, b, atol=1e-9, rtol=0)

@@ -5,7 +5,7 @@ Framework layers live in ``convexlayers.torch``, ``convexlayers.jax`` and
 """
 
 from convexlayers._core import DerivativeInfo, SolveInfo
-from convexlayers._core._executor import ChunkedExecutor
+from convexlayers._core._executor import ChunkedExecutor, RayExecutor
 from convexlayers._errors import (
     ConvexLayersError,
     ConvexLayersWarning,
@@ -30,6 +30,7 @@ __all__ = [
     "InaccurateSolutionWarning",
     "ParameterError",
     "ProblemError",
+    "RayExecutor",
     "SolveInfo",
     "SolverArgumentError",
     "SolverError",

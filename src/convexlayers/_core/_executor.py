@@ -73,6 +73,35 @@ class ChunkedExecutor:
         return [(lo, min(lo + size, batch)) for lo in range(0, batch, size)]
 
 
+class RayExecutor(cf.Executor):
+    """Ray tasks behind the ``concurrent.futures`` interface, for ``executor=``.
+
+    Start Ray first (``ray.init()``, or ``ray.init(address=...)`` for a cluster). Each
+    chunk is one Ray task; Ray retries a task whose worker died (``max_retries``) and
+    then raises, which the layer reports as :class:`~convexlayers.ExecutorError`.
+
+    Args:
+        **options: options of ``ray.remote`` for the tasks (``num_cpus``,
+            ``max_retries``, ``resources``, ...).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._remote: Any = None
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
+        if self._remote is None:
+            import ray
+
+            self._remote = ray.remote(**self.options)(_call) if self.options else \
+                ray.remote(_call)
+        return self._remote.remote(fn, *args, **kwargs).future()
+
+
+def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
 def as_chunked(executor: Any) -> ChunkedExecutor | None:
     """None, an Executor or a :class:`ChunkedExecutor` -> a ChunkedExecutor or None."""
     if executor is None or isinstance(executor, ChunkedExecutor):
