@@ -21,6 +21,7 @@ PAGES: dict[str, tuple[str, list[str], str]] = {
     "getting-started/pytorch.md": ("PyTorch", ["Quick start (PyTorch)", "`torch.compile`"], ""),
     "getting-started/jax.md": ("JAX", ["JAX"], "`pip install -e \".[jax]\"`, then:"),
     "getting-started/tensorflow.md": ("TensorFlow", ["TensorFlow"], ""),
+    "getting-started/mlx.md": ("MLX", ["MLX"], ""),
     "guides/problems.md": ("Problems, parameters and outputs",
                            ["Problems, parameters and outputs"], ""),
     "guides/solvers.md": ("Solvers and `solver_args`", ["Solvers and `solver_args`"], ""),
@@ -34,6 +35,9 @@ PAGES: dict[str, tuple[str, list[str], str]] = {
     "guides/diagnostics.md": ("Diagnostics: `layer.info`", ["Diagnostics: `layer.info`"], ""),
     "guides/errors.md": ("Errors", ["Errors"], ""),
     "guides/reliability.md": ("Reliability", ["Reliability"], ""),
+    "guides/distributed.md": ("Distributed training and clusters",
+                              ["Distributed training", "Batches on a cluster: `executor=`"], ""),
+    "guides/warm-starts.md": ("Warm starts", ["Warm starts"], ""),
     "guides/performance.md": ("Performance", ["Speed", "How it works"], ""),
     "guides/migration.md": ("Migrating from cvxpylayers", ["Coming from cvxpylayers"], ""),
 }
