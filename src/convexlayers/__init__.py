@@ -1,7 +1,8 @@
 """convexlayers: differentiable convex optimization layers.
 
 Framework layers live in ``convexlayers.torch``, ``convexlayers.jax``,
-``convexlayers.tensorflow`` and ``convexlayers.mlx``; this package exposes the framework-free pieces.
+``convexlayers.tensorflow`` and ``convexlayers.mlx``; this package exposes the
+framework-free pieces.
 """
 
 from convexlayers._core import DerivativeInfo, SolveInfo
