@@ -102,6 +102,22 @@ def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+class HasExecutor:
+    """Mixin of the framework layers: ``layer.executor``, read and set on its map."""
+
+    _map: Any
+
+    @property
+    def executor(self) -> ChunkedExecutor | None:
+        """Where batches are solved: None (this process) or a :class:`ChunkedExecutor`;
+        set an Executor, a ChunkedExecutor or None."""
+        return self._map.executor
+
+    @executor.setter
+    def executor(self, executor: Any) -> None:
+        self._map.executor = executor
+
+
 def as_chunked(executor: Any) -> ChunkedExecutor | None:
     """None, an Executor or a :class:`ChunkedExecutor` -> a ChunkedExecutor or None."""
     if executor is None or isinstance(executor, ChunkedExecutor):

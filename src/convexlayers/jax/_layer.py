@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._executor import HasExecutor
 from convexlayers._core._report import check_on_failure, check_warm_start
 from convexlayers._errors import ParameterError, SolverArgumentError
 from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
@@ -19,7 +20,7 @@ from convexlayers.jax import _rules  # noqa: F401  (registers batching and AD ru
 from convexlayers.jax._primitives import jvp_p, solve_p
 
 
-class CvxpyLayer:
+class CvxpyLayer(HasExecutor):
     """A differentiable convex optimization layer for JAX.
 
     Calling the layer solves the problem for the given parameter values (a batch at
@@ -95,15 +96,6 @@ class CvxpyLayer:
 
     def _record(self, info: SolveInfo) -> None:
         self._info = info
-
-    @property
-    def executor(self):
-        """Where batches are solved: None (this process) or a ``ChunkedExecutor``."""
-        return self._map.executor
-
-    @executor.setter
-    def executor(self, executor) -> None:
-        self._map.executor = executor
 
     def __call__(
         self,

@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._executor import HasExecutor
 from convexlayers._core._report import check_on_failure, check_warm_start
 from convexlayers._errors import ParameterError
 from convexlayers.compile import ParamSpec
@@ -17,7 +18,7 @@ from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.mlx._ops import solve_function
 
 
-class CvxpyLayer(nn.Module):
+class CvxpyLayer(nn.Module, HasExecutor):
     """A differentiable convex optimization layer for MLX.
 
     Calling the layer solves the problem for the given parameter values (a batch at
@@ -100,15 +101,6 @@ class CvxpyLayer(nn.Module):
 
     def _record(self, info: SolveInfo) -> None:
         self._info = info
-
-    @property
-    def executor(self):
-        """Where batches are solved: None (this process) or a ``ChunkedExecutor``."""
-        return self._map.executor
-
-    @executor.setter
-    def executor(self, executor) -> None:
-        self._map.executor = executor
 
     def _extra_repr(self) -> str:
         names = ", ".join(spec.label for spec in self._map.parameters)

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._executor import HasExecutor
 from convexlayers._core._report import check_on_failure, check_warm_start
 from convexlayers._errors import ConvexLayersError, ParameterError
 from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
@@ -17,7 +18,7 @@ from convexlayers.tensorflow._ops import check_not_xla, solve
 from convexlayers.tensorflow._shapes import static_output_shapes
 
 
-class CvxpyLayer(keras.layers.Layer):
+class CvxpyLayer(keras.layers.Layer, HasExecutor):
     """A differentiable convex optimization layer for TensorFlow.
 
     The call solves the problem for the given parameter values (a batch at once);
@@ -117,15 +118,6 @@ class CvxpyLayer(keras.layers.Layer):
 
     def _record(self, info: SolveInfo) -> None:
         self._info = info
-
-    @property
-    def executor(self):
-        """Where batches are solved: None (this process) or a ``ChunkedExecutor``."""
-        return self._map.executor
-
-    @executor.setter
-    def executor(self, executor) -> None:
-        self._map.executor = executor
 
     @tf.autograph.experimental.do_not_convert  # plain Python: nothing for AutoGraph to do
     def __call__(

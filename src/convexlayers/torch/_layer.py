@@ -9,13 +9,14 @@ import cvxpy as cp
 import torch
 
 from convexlayers._core import SolutionMap, SolveInfo
+from convexlayers._core._executor import HasExecutor
 from convexlayers._core._report import check_on_failure, check_warm_start
 from convexlayers._errors import ParameterError, SolverArgumentError
 from convexlayers.derivative import AbstractAdjoint, AbstractLinearSolver
 from convexlayers.torch._ops import encode, register, solve_op
 
 
-class CvxpyLayer(torch.nn.Module):
+class CvxpyLayer(torch.nn.Module, HasExecutor):
     """A differentiable convex optimization layer.
 
     The forward pass solves the problem for the given parameter values (a batch
@@ -98,15 +99,6 @@ class CvxpyLayer(torch.nn.Module):
 
     def _record(self, info: SolveInfo) -> None:
         self._info = info
-
-    @property
-    def executor(self):
-        """Where batches are solved: None (this process) or a ``ChunkedExecutor``."""
-        return self._map.executor
-
-    @executor.setter
-    def executor(self, executor) -> None:
-        self._map.executor = executor
 
     def __getstate__(self) -> dict[str, Any]:
         # The handle names this instance in the op registry; a copy registers itself.
