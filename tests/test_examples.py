@@ -127,25 +127,6 @@ def test_supply_chain(figures):
     assert m["gap to optimum closed"] > 0.7
 
 
-def test_docs_build_strict(figures, tmp_path):
-    """``mkdocs build --strict``: API pages from the docstrings, gallery with the figures above."""
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings")
-    missing = [n for n in GALLERY if not (figures / f"{n}.png").exists()]
-    if missing:  # a selected subset of this file ran; the build would run these itself
-        pytest.skip(f"figures of {missing} not made in this session")
-    env = {**os.environ, "CONVEXLAYERS_GALLERY_FIGURES": str(figures), "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    gallery = tmp_path / "site" / "gallery"
-    for name in GALLERY:
-        assert (gallery / "img" / f"{name}.png").exists()
-    assert "convexlayers.torch.CvxpyLayer" in (tmp_path / "site/api/torch/index.html").read_text()
-
-
 def test_mlx_quickstart(figures):
     pytest.importorskip("mlx.core")
     pytest.importorskip("torch")
@@ -173,3 +154,51 @@ def test_ddp_training(figures):
     # ... and they are training: the parameters move and the loss on all data falls.
     assert m["max parameter change in training"] > 1e-2
     assert m["loss on all data, trained"] < 0.8 * m["loss on all data, initial"]
+
+
+def test_distributed_dask(figures):
+    pytest.importorskip("distributed")
+    m = run("distributed_dask", figures)
+    # The chunks went to both workers of the local Dask cluster, forward and backward ...
+    assert m["chunks solved on the cluster"] >= 16
+    assert m["workers that solved chunks"] == 2
+    # ... and came back as in this process: the data, and training step by step.
+    assert m["max data difference (cluster vs in-process)"] <= 1e-10
+    assert m["max loss difference"] <= 1e-10
+    assert m["max gradient difference"] <= 1e-10
+    assert m["max parameter difference"] <= 1e-10
+    # Training through the layer on the cluster learns: the held-out loss falls.
+    assert m["held-out loss, trained"] < 0.5 * m["held-out loss, initial"]
+
+
+def test_mpc_warm_start(figures):
+    m = run("mpc_warm_start", figures)
+    for solver in ("NATIVE", "SCS"):
+        # Warm starts save iterations along the closed loop ...
+        assert m[f"{solver}: iterations saved"] > 0.1
+        # ... and change nothing else: inputs, states, cost and its gradient w.r.t. r.
+        assert m[f"{solver}: max |Δu| warm vs cold"] <= 1e-7
+        assert m[f"{solver}: max |Δx| warm vs cold"] <= 1e-7
+        assert m[f"{solver}: |Δ cost| warm vs cold"] <= 1e-7 * m[f"{solver}: closed-loop cost"]
+        assert (m[f"{solver}: |Δ d cost / dr| warm vs cold"]
+                <= 1e-7 * (1 + abs(m[f"{solver}: d cost / dr"])))
+    assert m["NATIVE: iterations saved"] > 0.2
+
+
+def test_docs_build_strict(figures, tmp_path):
+    """``mkdocs build --strict``: API pages from the docstrings, gallery with the figures above."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    missing = [n for n in GALLERY if not (figures / f"{n}.png").exists()]
+    if missing:  # a selected subset of this file ran; the build would run these itself
+        pytest.skip(f"figures of {missing} not made in this session")
+    env = {**os.environ, "CONVEXLAYERS_GALLERY_FIGURES": str(figures), "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    gallery = tmp_path / "site" / "gallery"
+    for name in GALLERY:
+        assert (gallery / "img" / f"{name}.png").exists()
+    assert "convexlayers.torch.CvxpyLayer" in (tmp_path / "site/api/torch/index.html").read_text()
