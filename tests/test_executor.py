@@ -23,7 +23,6 @@ import torch
 from convexlayers import ChunkedExecutor, ExecutorError, SolverArgumentError, SolverError
 from convexlayers.torch import CvxpyLayer
 
-torch.set_default_dtype(torch.float64)
 BATCH, CHUNK = 40, 7  # six chunks, the last one short
 
 
@@ -53,8 +52,8 @@ def exp_layer(**kwargs) -> CvxpyLayer:
 
 def qp_params(seed: int = 0, batch: int = BATCH):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 6, 4, generator=g, requires_grad=True),
-            torch.randn(batch, 6, generator=g, requires_grad=True))
+    return (torch.randn(batch, 6, 4, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(batch, 6, generator=g, dtype=torch.float64, requires_grad=True))
 
 
 def _value_and_grads(layer, params):
@@ -67,7 +66,8 @@ def _value_and_grads(layer, params):
 @pytest.mark.parametrize("make, solver", [(qp_layer, None), (qp_layer, "SCS"),
                                           (exp_layer, None)])
 def test_pool_matches_in_process(pool, make, solver):
-    params = qp_params() if make is qp_layer else (torch.randn(BATCH, 3, requires_grad=True),)
+    c = torch.randn(BATCH, 3, dtype=torch.float64, requires_grad=True)
+    params = qp_params() if make is qp_layer else (c,)
     local = make(solver=solver)
     remote = make(solver=solver, executor=ChunkedExecutor(pool, chunk_size=CHUNK))
     x0, g0 = _value_and_grads(local, params)
@@ -98,7 +98,7 @@ def test_failures_keep_their_batch_indices(pool):
     lo = cp.Parameter(2)
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, x <= 1])
     layer = CvxpyLayer(prob, [lo], [x], executor=ChunkedExecutor(pool, chunk_size=CHUNK))
-    values = torch.zeros(BATCH, 2)
+    values = torch.zeros(BATCH, 2, dtype=torch.float64)
     bad = [3, 17, 39]  # in the first, a middle and the last chunk
     values[bad] = 2.0  # x >= 2 and x <= 1: infeasible
     with pytest.raises(SolverError) as err:
@@ -108,7 +108,7 @@ def test_failures_keep_their_batch_indices(pool):
     assert layer.info.failed == tuple(bad)
     assert torch.isnan(out[bad]).all()
     good = np.setdiff1d(np.arange(BATCH), bad)
-    assert torch.allclose(out[good], torch.zeros(len(good), 2), atol=1e-9)
+    assert torch.allclose(out[good], torch.zeros(len(good), 2, dtype=torch.float64), atol=1e-9)
 
 
 class _KillsOneWorker(cf.Executor):
@@ -250,6 +250,9 @@ def test_dask_worker_killed_mid_call_ends(dask_client):
     assert torch.allclose(x0, x1, atol=1e-10, rtol=0)
 
 
+# ray.init starts its processes with fork + exec; JAX (imported by other tests) warns at
+# every fork, which this suite turns into errors.
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_ray_cluster_matches_in_process():
     ray = pytest.importorskip("ray")
     from convexlayers import RayExecutor

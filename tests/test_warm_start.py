@@ -12,8 +12,6 @@ from convexlayers import ParameterError, SolverArgumentError
 from convexlayers._core import SolutionMap
 from convexlayers.torch import CvxpyLayer
 
-torch.set_default_dtype(torch.float64)
-
 
 def mpc_problem(nx: int = 4, nu: int = 2, horizon: int = 10):
     """A box-constrained MPC: the state x0 is the parameter, the inputs the output."""
@@ -155,4 +153,4 @@ def test_bad_warm_start_flag(bad):
     prob, x0, U = mpc_problem()
     layer = CvxpyLayer(prob, [x0], [U], solver="SCS")
     with pytest.raises(SolverArgumentError, match="warm_start: expected True"):
-        layer(torch.ones(4), warm_start=bad)
+        layer(torch.ones(4, dtype=torch.float64), warm_start=bad)
