@@ -46,6 +46,10 @@ class CvxpyLayer(HasExecutor):
             ``convexlayers.derivative``: outputs polished to the exact solution by Newton
             steps on the KKT conditions, so that they agree with their gradients; the
             backward pass reuses the last step's factorization).
+        executor: solve batches larger than one chunk on a ``concurrent.futures.Executor``
+            (a process pool, a Dask or Ray cluster), forward and backward;
+            ``convexlayers.ChunkedExecutor(executor, chunk_size, timeout)`` tunes it.
+            Settable later as ``layer.executor``; not pickled or copied with the layer.
 
     The layer pickles and deep-copies; one layer may be called from several threads.
 
