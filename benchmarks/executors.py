@@ -32,7 +32,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
@@ -48,6 +47,7 @@ import torch  # noqa: E402
 
 import convexlayers  # noqa: E402
 from convexlayers.torch import CvxpyLayer  # noqa: E402
+from report import save_outputs  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FULL_BATCHES = (256, 1_024, 4_096, 16_384, 50_000, 100_000)
@@ -274,15 +274,9 @@ def write_results(results: list[dict], info: dict, mode: str) -> str:
     lines += [f"- {res['problem']}, {m}: {c if c is None else f'{c:,}'}"
               for res in results for m, c in res["crossover"].items()]
     text = "\n".join(lines) + "\n"
-    os.makedirs(OUT, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"distributed-{mode}-{stamp}", f"distributed-latest-{mode}"):
-        with open(os.path.join(OUT, name + ".json"), "w") as f:
-            json.dump({**info, "results": results}, f, indent=1, default=str)
-        with open(os.path.join(OUT, name + ".md"), "w") as f:
-            f.write(text)
-    plot(results, os.path.join(OUT, f"distributed-latest-{mode}.png"))
-    print(f"wrote {os.path.join(OUT, f'distributed-latest-{mode}')}.{{json,md,png}}")
+    latest = save_outputs(OUT, "distributed-", mode, {**info, "results": results}, text)
+    plot(results, latest + ".png")
+    print(f"wrote {latest}.{{json,md,png}}")
     return text
 
 

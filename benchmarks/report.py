@@ -63,6 +63,19 @@ def versions(libs: list[Library]) -> dict:
     return out
 
 
+def save_outputs(folder: str, prefix: str, mode: str, payload: dict, text: str) -> str:
+    """Write ``payload`` (JSON) and ``text`` (Markdown) as ``{prefix}{mode}-{time}`` and
+    ``{prefix}latest-{mode}`` in ``folder``; returns the path of the latter, without suffix."""
+    os.makedirs(folder, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"{prefix}{mode}-{stamp}", f"{prefix}latest-{mode}"):
+        with open(os.path.join(folder, name + ".json"), "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+        with open(os.path.join(folder, name + ".md"), "w") as f:
+            f.write(text)
+    return os.path.join(folder, f"{prefix}latest-{mode}")
+
+
 def write_results(rows: list[dict], libs: list[Library], args, repeats: int,
                   budget: float, min_time: float) -> None:
     mode = "quick" if args.quick else "full"
@@ -108,13 +121,7 @@ def write_results(rows: list[dict], libs: list[Library], args, repeats: int,
                                      for r in errors), ""]
     text = "\n".join(lines)
     print("\n" + "\n".join(["## Summary", "", *summary(rows, libs)]))
-    os.makedirs(args.out, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"{mode}-{stamp}", f"latest-{mode}"):
-        with open(os.path.join(args.out, name + ".json"), "w") as f:
-            json.dump({**info, "rows": rows}, f, indent=1, default=str)
-        with open(os.path.join(args.out, name + ".md"), "w") as f:
-            f.write(text)
-    print(f"\nwrote {os.path.join(args.out, f'latest-{mode}')}.{{json,md}}")
+    latest = save_outputs(args.out, "", mode, {**info, "rows": rows}, text)
+    print(f"\nwrote {latest}.{{json,md}}")
     if save_plot(rows, libs, os.path.join(args.out, f"latest-{mode}.png")):
         print(f"wrote {os.path.join(args.out, f'latest-{mode}')}.png")

@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before NumPy loads
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convexlayers.torch import CvxpyLayer  # noqa: E402
+from report import save_outputs  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SOLVERS = ("SCS", "NATIVE", "CLARABEL")  # CLARABEL: no warm start, a reference
@@ -180,15 +180,9 @@ def write_results(rows: list[dict], args) -> None:
              "wall-clock ms per layer call (the batch); 'saved' compares the sums over "
              "the steps.", "", HEADER, "|" + "---|" * 10, *(format_row(r) for r in rows)]
     text = "\n".join(lines) + "\n"
-    os.makedirs(OUT, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"warm-start-{mode}-{stamp}", f"warm-start-latest-{mode}"):
-        with open(os.path.join(OUT, name + ".json"), "w") as f:
-            json.dump({**info, "rows": rows}, f, indent=1, default=str)
-        with open(os.path.join(OUT, name + ".md"), "w") as f:
-            f.write(text)
-    plot(rows, os.path.join(OUT, f"warm-start-latest-{mode}.png"))
-    print(f"wrote {os.path.join(OUT, f'warm-start-latest-{mode}')}.{{json,md,png}}")
+    latest = save_outputs(OUT, "warm-start-", mode, {**info, "rows": rows}, text)
+    plot(rows, latest + ".png")
+    print(f"wrote {latest}.{{json,md,png}}")
 
 
 def main(argv: list[str] | None = None) -> int:

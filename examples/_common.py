@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -53,6 +54,20 @@ def save(fig: plt.Figure, out: pathlib.Path | str | None, name: str) -> pathlib.
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_agreement(ax: plt.Axes, steps: np.ndarray, gaps: dict[str, np.ndarray], xlabel: str,
+                   ylabel: str, title: str, tolerance: float = 1e-10) -> None:
+    """Per step, the largest differences between two runs that should agree (log scale,
+    exact zeros drawn at the bottom), against the tolerance their test allows."""
+    floor = np.finfo(np.float64).eps * 1e-2
+    for (name, gap), marker in zip(gaps.items(), "os^", strict=False):
+        ax.semilogy(steps, np.maximum(gap, floor), marker, ms=4, alpha=0.8, label=name)
+    ax.axhline(tolerance, color="tab:red", lw=1, ls=":",
+               label=f"tolerance of the test ({tolerance:g})")
+    top = max(10 * tolerance, 10 * max(g.max() for g in gaps.values()))
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(floor / 3, top), title=title)
+    ax.legend(fontsize=8)
 
 
 def report(title: str, metrics: dict[str, float | str]) -> None:

@@ -42,7 +42,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from _common import cli, progress, report, save
+from _common import cli, plot_agreement, progress, report, save
 from convexlayers.torch import CvxpyLayer
 
 N_FEAT, N_ACT, WORLD, LR = 8, 6, 2, 0.02
@@ -222,15 +222,8 @@ def plot(single: dict, ranks: list[dict], gaps: dict[str, np.ndarray], out) -> p
     ax.set(xlabel="optimizer step", ylabel="‖x* − x_obs‖², minibatch mean",
            title="Training curves")
     ax.legend()
-    ax = axes[1]
-    floor = np.finfo(np.float64).eps * 1e-2  # an exact zero is drawn at the bottom
-    for (name, gap), marker in zip(gaps.items(), "os^", strict=True):
-        ax.semilogy(steps, np.maximum(gap, floor), marker, ms=4, alpha=0.8, label=name)
-    ax.axhline(1e-10, color="tab:red", lw=1, ls=":", label="tolerance of the test (1e-10)")
-    top = max(1e-9, 10 * max(g.max() for g in gaps.values()))
-    ax.set(xlabel="optimizer step", ylabel="max |DDP − one process|", ylim=(floor / 3, top),
-           title="DDP against one process, step by step")
-    ax.legend(fontsize=8)
+    plot_agreement(axes[1], steps, gaps, "optimizer step", "max |DDP − one process|",
+                   "DDP against one process, step by step")
     return save(fig, out, "ddp_training")
 
 

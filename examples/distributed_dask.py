@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from distributed import Client, LocalCluster, get_task_stream
 
-from _common import cli, progress, report, save
+from _common import cli, plot_agreement, progress, report, save
 from convexlayers import ChunkedExecutor
 from convexlayers.torch import CvxpyLayer
 
@@ -119,15 +119,8 @@ def plot(cluster: dict, local: dict, diffs: dict[str, np.ndarray], seconds: dict
     ax.set(xlabel="Adam step", ylabel="‖x*(Ŵz) − x‖², minibatch mean",
            title="Learning W from decisions alone")
     ax.legend()
-    ax = axes[1]
-    floor = np.finfo(np.float64).eps * 1e-2  # an exact zero is drawn at the bottom
-    for (name, gap), marker in zip(diffs.items(), "os^", strict=True):
-        ax.semilogy(steps, np.maximum(gap, floor), marker, ms=4, alpha=0.8, label=name)
-    ax.axhline(1e-10, color="tab:red", lw=1, ls=":", label="tolerance of the test (1e-10)")
-    top = max(1e-9, 10 * max(g.max() for g in diffs.values()))
-    ax.set(xlabel="Adam step", ylabel="max |cluster − in-process|", ylim=(floor / 3, top),
-           title="Cluster against this process, step by step (0 at the bottom)")
-    ax.legend(fontsize=8)
+    plot_agreement(axes[1], steps, diffs, "Adam step", "max |cluster − in-process|",
+                   "Cluster against this process, step by step (0 at the bottom)")
     ax = axes[2]
     jobs = list(seconds)
     for k, (where, color) in enumerate((("cluster", "tab:orange"), ("in-process", "tab:gray"))):
