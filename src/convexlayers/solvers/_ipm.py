@@ -22,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
+
+from convexlayers.solvers._elimination import Factorization, Plan, analyse
 
 _REG = 1e-10
 _REFINE = 2
-_INVERT_BELOW = 96
 _STEP = 0.99
 _WARM_FLOOR = 1e-2
+_STALL = 3
 
 
 @dataclass
@@ -50,28 +51,43 @@ class BatchQP:
 
 @dataclass
 class IPMResult:
-    """x (B, n), y_z (B, z), y_l (B, l), s (B, l); per element: converged, iterations."""
+    """The best point of each element, x (B, n), y_z (B, z), y_l (B, l), s (B, l); per
+    element its error (the largest relative residual or gap) and the iterations taken."""
 
     x: np.ndarray
     yz: np.ndarray
     yl: np.ndarray
     s: np.ndarray
-    converged: np.ndarray
+    error: np.ndarray
     iterations: np.ndarray
 
 
 def _mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.einsum("bij,bj->bi", M, v)
+    return (M @ v[..., None])[..., 0]
 
 
 def _rmv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.einsum("bji,bj->bi", M, v)
+    return (v[:, None, :] @ M)[:, 0]
+
+
+def plan_for(qp: BatchQP) -> Plan:
+    """The elimination plan of the batch's reduced KKT pattern (see :mod:`._elimination`)."""
+    n, z = qp.q.shape[1], qp.Az.shape[1]
+    Pp = np.zeros((n, n), dtype=bool) if qp.P is None else (qp.P != 0).any(axis=0)
+    Alp = (qp.Al != 0).any(axis=0)
+    Azp = (qp.Az != 0).any(axis=0)
+    pattern = np.zeros((n + z, n + z), dtype=bool)
+    pattern[:n, :n] = Pp | ((Alp.T.astype(np.int32) @ Alp.astype(np.int32)) > 0)
+    pattern[n:, :n] = Azp
+    pattern[:n, n:] = Azp.T
+    safe = np.concatenate([np.diagonal(Pp) | Alp.any(axis=0), np.zeros(z, dtype=bool)])
+    return analyse(pattern, safe)
 
 
 class _Reduced:
     """The factored reduced KKT matrix of one iteration, for a batch."""
 
-    def __init__(self, qp: BatchQP, w: np.ndarray) -> None:
+    def __init__(self, qp: BatchQP, w: np.ndarray, plan: Plan) -> None:
         n, z = qp.q.shape[1], qp.Az.shape[1]
         H = np.swapaxes(qp.Al, 1, 2) @ (w[:, :, None] * qp.Al)
         if qp.P is not None:
@@ -83,30 +99,18 @@ class _Reduced:
         # ρ relative to the data, not to W (whose entries reach 1e10 near the end).
         scale = 1.0 + np.abs(qp.Az).max(axis=(1, 2), initial=0.0) + np.abs(qp.Al).max(
             axis=(1, 2), initial=0.0)
-        reg = _REG * scale[:, None] * np.concatenate([np.ones(n), -np.ones(z)])
+        signs = np.concatenate([np.ones(n), -np.ones(z)])
         self.K = K
         idx = np.arange(n + z)
         Kr = K.copy()
-        Kr[:, idx, idx] += reg
-        # Small systems: NumPy's inverse loops over the batch in C, where SciPy's batched
-        # LU pays a Python call per element; larger ones: LU (a third of the flops).
-        self.inv: np.ndarray | None = None
-        self.lu: tuple[np.ndarray, np.ndarray] | None = None
-        if n + z <= _INVERT_BELOW:
-            self.inv = np.linalg.inv(Kr)
-        else:
-            self.lu = sla.lu_factor(Kr, check_finite=False)
-
-    def _apply(self, rhs: np.ndarray) -> np.ndarray:
-        if self.inv is not None:
-            return _mv(self.inv, rhs)
-        return sla.lu_solve(self.lu, rhs[..., None], check_finite=False)[..., 0]
+        Kr[:, idx, idx] += _REG * scale[:, None] * signs
+        self.factors = Factorization(plan, Kr, signs, _REG * scale)
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """K⁻¹ rhs, with iterative refinement against the unregularized K."""
-        z = self._apply(rhs)
+        z = self.factors.solve(rhs)
         for _ in range(_REFINE):
-            z += self._apply(rhs - _mv(self.K, z))
+            z += self.factors.solve(rhs - _mv(self.K, z))
         return z
 
 
@@ -128,9 +132,9 @@ def _max_step(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, ratio.min(axis=1, initial=np.inf))
 
 
-def _start(qp: BatchQP) -> tuple[np.ndarray, ...]:
+def _start(qp: BatchQP, plan: Plan) -> tuple[np.ndarray, ...]:
     """CVXOPT's starting point: the least-squares solution with W = I, shifted inside."""
-    red = _Reduced(qp, np.ones_like(qp.bl))
+    red = _Reduced(qp, np.ones_like(qp.bl), plan)
     sol = red.solve(np.concatenate([-qp.q + _rmv(qp.Al, qp.bl), qp.bz], axis=1))
     n = qp.q.shape[1]
     x, yz = sol[:, :n], sol[:, n:]
@@ -149,25 +153,28 @@ def _residuals(qp: BatchQP, x, yz, yl, s):
     return r_x, _mv(qp.Az, x) - qp.bz, _mv(qp.Al, x) + s - qp.bl
 
 
-def _converged(qp: BatchQP, x, r_x, r_z, r_l, s, yl, tol: float) -> np.ndarray:
+def _error(qp: BatchQP, x, yz, yl, s) -> np.ndarray:
+    """Per element, the largest of the relative dual residual, primal residual and gap
+    (the element is solved to ``tol`` when this is at most ``tol``)."""
+    r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
     norm = np.linalg.norm
-    scale_d = 1.0 + norm(qp.q, axis=1)
-    scale_p = 1.0 + norm(qp.bz, axis=1) + norm(qp.bl, axis=1)
     pobj = (qp.q * x).sum(axis=1)
     if qp.P is not None:
         pobj += 0.5 * (x * _mv(qp.P, x)).sum(axis=1)
-    gap = (s * yl).sum(axis=1)
-    return ((norm(r_x, axis=1) <= tol * scale_d)
-            & (np.sqrt(norm(r_z, axis=1) ** 2 + norm(r_l, axis=1) ** 2) <= tol * scale_p)
-            & (gap <= tol * (1.0 + np.abs(pobj))))
+    dual = norm(r_x, axis=1) / (1.0 + norm(qp.q, axis=1))
+    primal = np.sqrt(norm(r_z, axis=1) ** 2 + norm(r_l, axis=1) ** 2) / (
+        1.0 + norm(qp.bz, axis=1) + norm(qp.bl, axis=1))
+    gap = (s * yl).sum(axis=1) / (1.0 + np.abs(pobj))
+    error = np.maximum(np.maximum(dual, primal), gap)
+    return np.where(np.isfinite(error), error, np.inf)
 
 
-def _iterate(qp: BatchQP, x, yz, yl, s):
+def _iterate(qp: BatchQP, plan: Plan, x, yz, yl, s):
     """One predictor-corrector step for every element of ``qp`` (in place)."""
     rows = max(qp.bl.shape[1], 1)
     r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
     mu = (s * yl).sum(axis=1) / rows
-    red = _Reduced(qp, yl / s)
+    red = _Reduced(qp, yl / s, plan)
     aff = _direction(qp, red, s, yl, r_x, r_z, r_l, s * yl)
     alpha = np.minimum(_max_step(s, aff[3]), _max_step(yl, aff[2]))
     mu_aff = ((s + alpha[:, None] * aff[3]) * (yl + alpha[:, None] * aff[2])).sum(axis=1) / rows
@@ -215,23 +222,32 @@ def _warm(cold: tuple[np.ndarray, ...], warm: tuple[np.ndarray, ...]) -> None:
 
 def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
     B = qp.q.shape[0]
-    x, yz, yl, s = _start(qp)
+    plan = plan_for(qp)
+    point = _start(qp, plan)
     if warm is not None:
-        _warm((x, yz, yl, s), warm)
-    done = np.zeros(B, dtype=bool)
+        _warm(point, warm)
+    best = tuple(v.copy() for v in point)
+    best_error = np.full(B, np.inf)
+    stalled = np.zeros(B, dtype=np.int64)
     iterations = np.zeros(B, dtype=np.int64)
-    for _ in range(max_iter):
-        r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
-        done |= _converged(qp, x, r_x, r_z, r_l, s, yl, tol)
-        done |= ~(np.isfinite(x).all(axis=1) & np.isfinite(s).all(axis=1))  # broken: give up
-        active = np.flatnonzero(~done)
-        if active.size == 0:
-            break
+    active = np.arange(B)
+    for it in range(max_iter + 1):
         sub = qp.take(active)
-        xa, yza, yla, sa = x[active], yz[active], yl[active], s[active]
-        _iterate(sub, xa, yza, yla, sa)
-        x[active], yz[active], yl[active], s[active] = xa, yza, yla, sa
+        cur = tuple(v[active] for v in point)
+        error = _error(sub, *cur)
+        better = error < best_error[active]
+        for v, c in zip(best, cur, strict=True):
+            v[active[better]] = c[better]
+        # Progress: the error halves at least every _STALL iterations, or the element
+        # stops (ill-conditioning near a degenerate solution makes it climb again).
+        stalled[active] = np.where(error < 0.5 * best_error[active], 0, stalled[active] + 1)
+        best_error[active] = np.minimum(best_error[active], error)
+        keep = (error > tol) & (stalled[active] < _STALL) & np.isfinite(error)
+        if not keep.any() or it == max_iter:
+            break
+        active, sub, cur = active[keep], sub.take(np.flatnonzero(keep)), [c[keep] for c in cur]
+        _iterate(sub, plan, *cur)
+        for v, c in zip(point, cur, strict=True):
+            v[active] = c
         iterations[active] += 1
-    r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
-    converged = _converged(qp, x, r_x, r_z, r_l, s, yl, tol)
-    return IPMResult(x, yz, yl, s, converged, iterations)
+    return IPMResult(*best, best_error, iterations)
