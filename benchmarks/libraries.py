@@ -2,8 +2,10 @@
 
 Solver settings (all left at each solver's defaults unless said here):
 
-* convexlayers: Clarabel 1e-8 (tol_gap_abs/rel, tol_feas); derivative by dense LU up
-  to 600 unknowns, sparse LU above.
+* convexlayers: ``solver=None``, the automatic choice: NATIVE (batched IPM, 1e-9) on
+  LP/QP batches with a dense reduced system, Clarabel 1e-8 (tol_gap_abs/rel, tol_feas)
+  otherwise; derivative by dense LU up to 600 unknowns, sparse LU above. Also run with
+  the backend forced: ``convexlayers[clarabel]`` and ``convexlayers[native]``.
 * cvxpylayers default: its DIFFCP path; diffcp picks ECOS (abstol/reltol/feastol 1e-8)
   for problems without PSD / dual exp cones, lifts quadratic objectives to SOCs, and
   differentiates with mode="lsqr". Its batch thread pool gets ``threads`` workers.
@@ -51,6 +53,10 @@ def _ours(w: Workload, threads: int, solver: str | None = None) -> Call:
 
 def _ours_native(w: Workload, threads: int) -> Call:
     return _ours(w, threads, solver="NATIVE")
+
+
+def _ours_clarabel(w: Workload, threads: int) -> Call:
+    return _ours(w, threads, solver="CLARABEL")
 
 
 def _native_supports(w: Workload) -> str | None:
@@ -102,4 +108,6 @@ LIBRARIES = [
     Library("qpth", "qpth", "PDIPM_BATCHED, eps 1e-12, maxIter 20", _qpth, _qpth_supports),
     Library("convexlayers[native]", "convexlayers", "solver=NATIVE (batched IPM), tol 1e-9",
             _ours_native, _native_supports),
+    Library("convexlayers[clarabel]", "convexlayers", "solver=CLARABEL, tol 1e-8",
+            _ours_clarabel),
 ]

@@ -17,7 +17,7 @@ from convexlayers.solvers._base import SolverStatus
 
 _STATUSES = tuple(SolverStatus)
 # Columns of the per-element diagnostics array: status code, iterations, seconds, residual.
-INFO_WIDTH = 4
+INFO_WIDTH = 5
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,18 @@ class SolveInfo:
     def to_array(self) -> np.ndarray:
         """(B, INFO_WIDTH) float64: what travels from the forward to the backward pass."""
         codes = [_STATUSES.index(s) for s in self.status]
-        cols = (codes, self.iterations, self.solve_time, self.residual)
+        # The last column says whether the automatic choice ran NATIVE (see SolutionMap).
+        native = np.full(len(codes), float(self.solver == "NATIVE"))
+        cols = (codes, self.iterations, self.solve_time, self.residual, native)
         return np.stack([np.asarray(c, dtype=np.float64).reshape(-1) for c in cols], axis=1)
 
     @staticmethod
     def from_array(solver: str, array: np.ndarray) -> SolveInfo:
-        """The inverse of :meth:`to_array`."""
+        """The inverse of :meth:`to_array`; ``solver``: the layer's backend, unless the
+        array says that the automatic choice ran NATIVE."""
         array = np.asarray(array, dtype=np.float64).reshape(-1, INFO_WIDTH)
         return SolveInfo(
-            solver=solver,
+            solver="NATIVE" if array[:, 4].any() else solver,
             status=tuple(_STATUSES[int(c)] for c in array[:, 0]),
             iterations=array[:, 1].astype(np.int64),
             solve_time=array[:, 2].copy(),

@@ -126,6 +126,9 @@ class SolutionMap:
         method = self.solver_args.pop("solve_method", None)
         argument = "solver" if solver or not method else "solver_args['solve_method']"
         self.solver = get_solver(solver or method or DEFAULT_SOLVER, argument)
+        # solver=None: each call picks NATIVE or the default by the program and batch.
+        self._auto = solver is None and method is None
+        self._profile: tuple[int, float] | str | None = "unknown"
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
         self._programs: dict[tuple, ParametricConeProgram] = {}
         default = self.program(self.solver)
@@ -245,6 +248,8 @@ class SolutionMap:
         theta, batch = self._theta(values)
         check_values(self.parameters, theta, batch.batched)
         prog = self.program(backend)
+        if self._auto and not {**self.solver_args, **(solver_args or {})}:
+            backend, settings = self._choose(backend, settings, prog, batch.size)
         warm = self._warm(warm_start, backend.name, prog, batch.size)
         fwd = self._forward(prog, backend, settings, theta, warm)
         if fwd.factors is not None:  # for the backward pass of this call
@@ -260,6 +265,18 @@ class SolutionMap:
         outputs = split_outputs(prog.outputs, prog.outputs_from(fwd.x, fwd.y), batch)
         report(info, batch.batched, outputs, policy, self.adjoint)
         return Solution(outputs, [fwd.x, fwd.y, fwd.s, info.to_array()], info)
+
+    def _choose(self, backend, settings, prog, batch: int):
+        """The automatic choice of a call without settings: NATIVE where it is measured
+        faster (:func:`convexlayers.solvers._native.prefers_native`), else ``backend``."""
+        from convexlayers.solvers._native import dense_profile, prefers_native
+
+        if self._profile == "unknown":  # the default backend's program: one per map
+            self._profile = dense_profile(prog.data)
+        if not prefers_native(self._profile, batch):
+            return backend, settings
+        native = get_solver("NATIVE")
+        return native, native.settings({})
 
     def _warm(self, warm_start, solver: str, prog: ParametricConeProgram, size: int):
         """The starting points of a call, or None (cold start)."""

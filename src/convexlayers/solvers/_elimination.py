@@ -40,12 +40,14 @@ class Plan:
     """Unknowns in elimination order: ``order`` (N,) permutes them so that each round
     is a contiguous block ``rounds[k] = (a, b)`` of positions, whose neighbours lie in
     the window ``windows[k] = (lo, hi)`` of later positions; positions ``rest`` onward
-    are factored densely."""
+    are factored densely. With ``dense_last``, the last round's pivots form a dense block
+    (the rest's safe unknowns, inverted as a block) rather than a diagonal one."""
 
     order: np.ndarray
     rounds: tuple[tuple[int, int], ...]
     windows: tuple[tuple[int, int], ...]
     rest: int
+    dense_last: bool
 
 
 def analyse(pattern: np.ndarray, safe: np.ndarray) -> Plan:
@@ -68,7 +70,13 @@ def analyse(pattern: np.ndarray, safe: np.ndarray) -> Plan:
         adj[np.ix_(R, R)] |= (sub @ sub.T) > 0
         np.fill_diagonal(adj, False)
         safe[R] = True
-    order = np.concatenate([S for S, _ in sets] + [np.flatnonzero(remaining)])
+    rest = np.flatnonzero(remaining)
+    head, tail = rest[safe[rest]], rest[~safe[rest]]
+    dense = head.size > 0 and tail.size > 0
+    if dense:  # one dense pivot block of the rest's safe unknowns, then its Schur complement
+        sets.append((head, tail))
+        rest = tail
+    order = np.concatenate([S for S, _ in sets] + [rest])
     position = np.empty_like(order)
     position[order] = np.arange(order.size)
     rounds, windows, a = [], [], 0
@@ -77,7 +85,7 @@ def analyse(pattern: np.ndarray, safe: np.ndarray) -> Plan:
         a += S.size
         windows.append((int(position[R].min()), int(position[R].max()) + 1) if R.size
                        else (a, a))
-    return Plan(order, tuple(rounds), tuple(windows), a)
+    return Plan(order, tuple(rounds), tuple(windows), a, dense)
 
 
 def _independent(adj: np.ndarray, remaining: np.ndarray, safe: np.ndarray) -> np.ndarray:
@@ -97,6 +105,31 @@ def _independent(adj: np.ndarray, remaining: np.ndarray, safe: np.ndarray) -> np
     return np.array(sorted(picked), dtype=np.int64)
 
 
+def _inverse(M: np.ndarray) -> np.ndarray:
+    """The inverses of a batch of square blocks (explicit when small, by LU otherwise).
+
+    An element with non-finite entries (a diverging, infeasible element) gets the
+    identity and a singular one its pseudo-inverse: both are caught by the caller's
+    convergence test, and the rest of the batch is not lost to them."""
+    bad = ~np.isfinite(M).all(axis=(1, 2))
+    if bad.any():
+        M = np.where(bad[:, None, None], np.eye(M.shape[1]), M)
+    try:
+        if M.shape[1] <= _INVERT_BELOW:
+            return np.linalg.inv(M)
+        return sla.lu_solve(sla.lu_factor(M, check_finite=False),
+                            np.broadcast_to(np.eye(M.shape[1]), M.shape), check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.stack([_pinv_if_singular(Mb) for Mb in M])
+
+
+def _pinv_if_singular(M: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.inv(M)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(M)
+
+
 class Factorization:
     """The factors of a batch (B, N, N) of regularized quasi-definite matrices.
 
@@ -114,20 +147,18 @@ class Factorization:
         signs = signs[p]
         self.plan = plan
         self.steps: list[tuple[np.ndarray, np.ndarray]] = []
-        for (a, b), (lo, hi) in zip(plan.rounds, plan.windows, strict=True):
-            d = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
-            d = signs[a:b] * np.maximum(signs[a:b] * d, floor[:, None])
+        for k, ((a, b), (lo, hi)) in enumerate(zip(plan.rounds, plan.windows, strict=True)):
             C = W[:, lo:hi, a:b]
-            F = C / d[:, None, :]
+            if plan.dense_last and k == len(plan.rounds) - 1:
+                d = _inverse(W[:, a:b, a:b])
+                F = C @ d
+            else:
+                d = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
+                d = signs[a:b] * np.maximum(signs[a:b] * d, floor[:, None])
+                F = C / d[:, None, :]
             W[:, lo:hi, lo:hi] -= F @ np.swapaxes(C, 1, 2)
             self.steps.append((d, F))
-        M = W[:, plan.rest:, plan.rest:]
-        self.inv: np.ndarray | None = None
-        self.lu: tuple[np.ndarray, np.ndarray] | None = None
-        if M.shape[1] <= _INVERT_BELOW:
-            self.inv = np.linalg.inv(M)
-        else:
-            self.lu = sla.lu_factor(M, check_finite=False)
+        self.inv = _inverse(W[:, plan.rest:, plan.rest:])
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """K⁻¹ rhs for rhs (B, N), by the factors (no refinement)."""
@@ -138,13 +169,11 @@ class Factorization:
             f[:, lo:hi] -= (F @ f[:, a:b, None])[..., 0]
         x = np.zeros_like(f)
         r = plan.rest
-        if self.inv is not None:
-            x[:, r:] = (self.inv @ f[:, r:, None])[..., 0]
-        else:
-            x[:, r:] = sla.lu_solve(self.lu, f[:, r:, None], check_finite=False)[..., 0]
+        x[:, r:] = (self.inv @ f[:, r:, None])[..., 0]
         for (a, b), (lo, hi), (d, F) in zip(reversed(plan.rounds), reversed(plan.windows),
                                             reversed(self.steps), strict=True):
-            x[:, a:b] = f[:, a:b] / d - (x[:, None, lo:hi] @ F)[:, 0]
+            own = (d @ f[:, a:b, None])[..., 0] if d.ndim == 3 else f[:, a:b] / d
+            x[:, a:b] = own - (x[:, None, lo:hi] @ F)[:, 0]
         out = np.empty_like(x)
         out[:, plan.order] = x
         return out

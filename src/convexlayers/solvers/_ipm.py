@@ -29,7 +29,7 @@ _REG = 1e-10
 _REFINE = 2
 _STEP = 0.99
 _WARM_FLOOR = 1e-2
-_STALL = 3
+_STALL, _STALL_BELOW = 3, 1e-5
 
 
 @dataclass
@@ -72,6 +72,12 @@ def _rmv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def plan_for(qp: BatchQP) -> Plan:
     """The elimination plan of the batch's reduced KKT pattern (see :mod:`._elimination`)."""
+    return analyse(*kkt_pattern(qp))
+
+
+def kkt_pattern(qp: BatchQP) -> tuple[np.ndarray, np.ndarray]:
+    """The reduced KKT matrix's pattern (N, N) over the batch, and its safe pivots (N,):
+    primal unknowns with a diagonal entry of P or an inequality row."""
     n, z = qp.q.shape[1], qp.Az.shape[1]
     Pp = np.zeros((n, n), dtype=bool) if qp.P is None else (qp.P != 0).any(axis=0)
     Alp = (qp.Al != 0).any(axis=0)
@@ -81,7 +87,7 @@ def plan_for(qp: BatchQP) -> Plan:
     pattern[n:, :n] = Azp
     pattern[:n, n:] = Azp.T
     safe = np.concatenate([np.diagonal(Pp) | Alp.any(axis=0), np.zeros(z, dtype=bool)])
-    return analyse(pattern, safe)
+    return pattern, safe
 
 
 class _Reduced:
@@ -238,9 +244,10 @@ def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
         better = error < best_error[active]
         for v, c in zip(best, cur, strict=True):
             v[active[better]] = c[better]
-        # Progress: the error halves at least every _STALL iterations, or the element
+        # Near the end, the error halves at least every _STALL iterations, or the element
         # stops (ill-conditioning near a degenerate solution makes it climb again).
-        stalled[active] = np.where(error < 0.5 * best_error[active], 0, stalled[active] + 1)
+        progress = (error < 0.5 * best_error[active]) | (best_error[active] > _STALL_BELOW)
+        stalled[active] = np.where(progress, 0, stalled[active] + 1)
         best_error[active] = np.minimum(best_error[active], error)
         keep = (error > tol) & (stalled[active] < _STALL) & np.isfinite(error)
         if not keep.any() or it == max_iter:

@@ -22,13 +22,16 @@ from convexlayers.solvers._base import (
     SolverStatus,
     WarmPoint,
 )
-from convexlayers.solvers._ipm import BatchQP, solve_qp_batch
+from convexlayers.solvers._ipm import BatchQP, IPMResult, kkt_pattern, solve_qp_batch
+from convexlayers.solvers._presolve import presolve
 
 _DEFAULTS = {"tol": 1e-9, "max_iter": 50}
 # Above this many unknowns in the reduced KKT system (n + equality rows) its dense
 # factorization loses to Clarabel's sparse one by far (a 4,000-unknown sparse QP: 3,500x
 # slower), so the batch goes to Clarabel element by element.
 MAX_DENSE = 600
+# The automatic choice's thresholds (see prefers_native), from benchmarks/run.py.
+AUTO_DENSITY, AUTO_WORK = 0.6, 100
 # An element whose progress stalls (a degenerate solution: the scaling W grows like
 # 1/error² and its systems lose accuracy) is kept, as inaccurate, when its best point is
 # this close; polishing then makes it exact. Farther ones go to Clarabel.
@@ -48,6 +51,42 @@ def batch_qp(structure: Any, data: np.ndarray) -> BatchQP:
         P[:, structure.P.cols, structure.P.rows] = p_vals
     z = structure.dims.zero
     return BatchQP(P, q, A[:, :z], b[:, :z], A[:, z:], b[:, z:])
+
+
+def dense_profile(structure: Any) -> tuple[int, float] | None:
+    """(unknowns, density) of the reduced KKT matrix this backend would factor for a
+    program laid out as ``structure``, after presolve; None if it cannot solve it as a
+    batch (other cones, or more than ``MAX_DENSE`` unknowns)."""
+    if not structure.dims.kinds() <= NativeSolver.supported_cones or (
+            structure.n + structure.dims.zero > MAX_DENSE):
+        return None
+    qp = batch_qp(structure, np.ones((1, sum(structure.sizes))))
+    pre = presolve(qp)
+    pattern, _ = kkt_pattern(qp if pre is None else pre.qp)
+    return pattern.shape[0], float(pattern.mean())
+
+
+def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
+    """The automatic choice (``solver=None``): NATIVE where the benchmark measured it
+    faster than Clarabel, i.e. dense reduced systems (density at least ``AUTO_DENSITY``:
+    dense QPs, least squares) of at most ``MAX_DENSE`` unknowns, in batches with
+    batch × unknowns at least ``AUTO_WORK``; Clarabel for sparse structure (MPC,
+    sparsemax, ℓ1 with many auxiliary variables) and small calls."""
+    if profile is None:
+        return False
+    size, density = profile
+    return size <= MAX_DENSE and density >= AUTO_DENSITY and batch * size >= AUTO_WORK
+
+
+def _solve(qp: BatchQP, opts: Mapping[str, Any], warm) -> IPMResult:
+    """The IPM on the batch with its defined variables substituted out (:mod:`._presolve`)."""
+    pre = presolve(qp)
+    if pre is None:
+        return solve_qp_batch(qp, tol=opts["tol"], max_iter=opts["max_iter"], warm=warm)
+    res = solve_qp_batch(pre.qp, tol=opts["tol"], max_iter=opts["max_iter"],
+                         warm=None if warm is None else pre.reduce_warm(warm))
+    x, yz = pre.recover(res.x, res.yz)
+    return IPMResult(x, yz, res.yl, res.s, res.error, res.iterations)
 
 
 class NativeSolver(AbstractSolver):
@@ -95,7 +134,7 @@ class NativeSolver(AbstractSolver):
         z = structure.dims.zero
         start = None if warm is None else (warm[0], warm[1][:, :z], warm[1][:, z:],
                                            warm[2][:, z:])
-        res = solve_qp_batch(qp, tol=opts["tol"], max_iter=opts["max_iter"], warm=start)
+        res = _solve(qp, opts, start)
         per = (time.perf_counter() - begin) / data.shape[0]
         results = []
         for b in range(data.shape[0]):
