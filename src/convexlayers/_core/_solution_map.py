@@ -128,7 +128,7 @@ class SolutionMap:
         self.solver = get_solver(solver or method or DEFAULT_SOLVER, argument)
         # solver=None: each call picks NATIVE or the default by the program and batch.
         self._auto = solver is None and method is None
-        self._profile: tuple[int, float] | str | None = "unknown"
+        self._profile: tuple[tuple[int, float] | None] | None = None  # computed once
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
         self._programs: dict[tuple, ParametricConeProgram] = {}
         default = self.program(self.solver)
@@ -271,9 +271,9 @@ class SolutionMap:
         faster (:func:`convexlayers.solvers._native.prefers_native`), else ``backend``."""
         from convexlayers.solvers._native import dense_profile, prefers_native
 
-        if self._profile == "unknown":  # the default backend's program: one per map
-            self._profile = dense_profile(prog.data)
-        if not prefers_native(self._profile, batch):
+        if self._profile is None:  # the default backend's program: one per map
+            self._profile = (dense_profile(prog.data),)
+        if not prefers_native(self._profile[0], batch):
             return backend, settings
         native = get_solver("NATIVE")
         return native, native.settings({})

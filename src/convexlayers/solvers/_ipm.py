@@ -252,9 +252,11 @@ def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
         keep = (error > tol) & (stalled[active] < _STALL) & np.isfinite(error)
         if not keep.any() or it == max_iter:
             break
-        active, sub, cur = active[keep], sub.take(np.flatnonzero(keep)), [c[keep] for c in cur]
+        active, sub = active[keep], sub.take(np.flatnonzero(keep))
+        cur = tuple(c[keep] for c in cur)
         _iterate(sub, plan, *cur)
         for v, c in zip(point, cur, strict=True):
             v[active] = c
         iterations[active] += 1
-    return IPMResult(*best, best_error, iterations)
+    x, yz, yl, s = best
+    return IPMResult(x, yz, yl, s, best_error, iterations)
