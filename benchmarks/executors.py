@@ -6,7 +6,8 @@ package for every script in this folder, and in the Dask workers they start.)
     python benchmarks/executors.py            # batches 256 .. 100,000 (about 5 minutes)
     python benchmarks/executors.py --quick    # batches 256 .. 4,096 (under 2 minutes)
 
-One PyTorch ``CvxpyLayer`` (Clarabel, the default adjoint) per problem, run three ways on
+One PyTorch ``CvxpyLayer`` (``solver="CLARABEL"``: per-element solves, which an executor
+spreads; the default adjoint) per problem, run three ways on
 the same batch: in this process (the solves on one thread per core, polishing and
 derivatives on one), with ``layer.executor`` a ``ProcessPoolExecutor`` of ``--workers``
 spawned processes, and with ``layer.executor`` a Dask ``LocalCluster`` of ``--workers``
@@ -209,7 +210,8 @@ def crossover(rows: list[dict], mode: str) -> int | None:
 def run_problem(name: str, modes: dict, args) -> dict:
     """Every batch size of one problem; its rows and crossovers."""
     case = PROBLEMS[name]()
-    layer = CvxpyLayer(case.problem, parameters=case.params, variables=case.variables)
+    layer = CvxpyLayer(case.problem, parameters=case.params, variables=case.variables,
+                       solver="CLARABEL")
     rows = []
     for batch in args.batches:
         row = measure(layer, case, modes, batch, args)
@@ -242,7 +244,8 @@ def format_row(problem: str, row: dict, modes: dict) -> str:
 def warm_executors(modes: dict) -> dict[str, float]:
     """Start every executor's workers and load the library there: seconds each took."""
     case = l1_problem()
-    layer = CvxpyLayer(case.problem, parameters=case.params, variables=case.variables)
+    layer = CvxpyLayer(case.problem, parameters=case.params, variables=case.variables,
+                       solver="CLARABEL")
     values = case.values(4 * 128, seed=0)  # several chunks: every worker gets one
     startup = {}
     for name, executor in modes.items():

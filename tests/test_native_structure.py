@@ -176,3 +176,23 @@ def test_dense_profile_refuses_cones_native_does_not_take():
     smap = SolutionMap(prob, [a], [x])
     assert dense_profile(smap.program("CLARABEL").data) is None
     assert not prefers_native(None, 10_000)
+
+
+def test_automatic_choice_in_jax_under_jit_and_grad():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from convexlayers.jax import CvxpyLayer as JaxLayer
+
+    prob, params, variables = _dense_qp()
+    vals = [jax.numpy.asarray(v) for v in _dense_values(np.random.default_rng(7), 40)]
+    grads = {}
+    for solver in (None, "CLARABEL"):
+        layer = JaxLayer(prob, parameters=params, variables=variables, solver=solver)
+
+        def loss(*ps, layer=layer):
+            return (layer(*ps)[0] ** 2).sum()
+
+        grads[solver] = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*vals)
+        assert layer.info.solver == ("NATIVE" if solver is None else "CLARABEL")
+    for a, b in zip(grads[None], grads["CLARABEL"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-7)

@@ -38,7 +38,8 @@ class CvxpyLayer(nn.Module, HasExecutor):
         variables: the outputs: problem variables and/or constraint dual variables
             (``constraint.dual_variables[0]``). Default: every problem variable.
         gp: parse the problem as a log-log convex program.
-        solver: "CLARABEL" (default), "SCS" or "ECOS".
+        solver: None (default: NATIVE on batches of dense LPs/QPs, else CLARABEL; see
+            the manual), "CLARABEL", "SCS", "ECOS" or "NATIVE".
         solver_args: default solver settings; a call's ``solver_args`` override them.
         linear_solver: shorthand for ``adjoint=ImplicitAdjoint(linear_solver=...)``.
         refine: shorthand kept from 0.1: True, "auto" or False is
