@@ -79,27 +79,35 @@ def plan_for(qp: BatchQP) -> Plan:
 
 
 @dataclass(frozen=True)
+class _Pairs:
+    """A_lᵀ W A_l from products of nonzeros in the same row: nonzeros (``rows``,
+    ``cols``), pairs (``left``, ``right``) of them, and ``gather`` (n², pairs), which
+    sums the pairs' products into H."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    gather: sp.csr_array
+
+
+@dataclass(frozen=True)
 class Layout:
     """What every iteration of a batch shares: the elimination plan and, when A_l is
-    sparse enough, how to form A_lᵀ W A_l from products of nonzeros in the same row:
-    nonzeros (``rows``, ``cols``), pairs (``left``, ``right``) of them, and ``gather``
-    (n², pairs), which sums the pairs' products into H."""
+    sparse enough, the pairs that form A_lᵀ W A_l."""
 
     plan: Plan
-    rows: np.ndarray | None = None
-    cols: np.ndarray | None = None
-    left: np.ndarray | None = None
-    right: np.ndarray | None = None
-    gather: sp.csr_array | None = None
+    pairs: _Pairs | None = None
 
     def hessian(self, qp: BatchQP, w: np.ndarray) -> np.ndarray:
         """A_lᵀ diag(w) A_l for the batch (B, n, n)."""
-        if self.gather is None:
+        pr = self.pairs
+        if pr is None:
             return np.swapaxes(qp.Al, 1, 2) @ (w[:, :, None] * qp.Al)
-        a = qp.Al[:, self.rows, self.cols]
-        vals = w[:, self.rows[self.left]] * a[:, self.left] * a[:, self.right]
+        a = qp.Al[:, pr.rows, pr.cols]
+        vals = w[:, pr.rows[pr.left]] * a[:, pr.left] * a[:, pr.right]
         n = qp.q.shape[1]
-        return (self.gather @ vals.T).T.reshape(-1, n, n)
+        return (pr.gather @ vals.T).T.reshape(-1, n, n)
 
 
 def layout_for(qp: BatchQP) -> Layout:
@@ -120,7 +128,7 @@ def layout_for(qp: BatchQP) -> Layout:
     gather = sp.csr_array((np.ones(left.size), (cols[left] * n + cols[right],
                                                  np.arange(left.size))),
                           shape=(n * n, left.size))
-    return Layout(plan, rows, cols, left, right, gather)
+    return Layout(plan, _Pairs(rows, cols, left, right, gather))
 
 
 def kkt_pattern(qp: BatchQP) -> tuple[np.ndarray, np.ndarray]:
