@@ -60,8 +60,9 @@ def _ours_clarabel(w: Workload, threads: int) -> Call:
 
 
 def _native_supports(w: Workload) -> str | None:
-    return None if w.cones.split(" (")[0] in ("nonneg", "zero, nonneg", "none") else \
-        "the native solver takes zero and nonnegative cones only"
+    cones = set(w.cones.split(" (")[0].split(", ")) - {"none"}
+    return None if cones <= {"zero", "nonneg", "soc"} else \
+        "the native solver takes zero, nonnegative and second-order cones only"
 
 
 def _cvxpylayers(solver: str | None, args: dict) -> Callable[[Workload, int], Call]:

@@ -1,9 +1,9 @@
 """The native backend: a batched interior-point method over the whole batch at once.
 
-It takes LPs and QPs (zero and nonnegative cones); it is checked against Clarabel on
-every zoo problem of that kind, batched, with infeasible and unbounded elements mixed
-into a batch (handed to Clarabel, which certifies them), and its gradients against
-finite differences.
+It takes LPs, QPs and SOCPs (zero, nonnegative and second-order cones); it is checked
+against Clarabel on every zoo problem of that kind, batched, with infeasible and unbounded
+elements mixed into a batch (handed to Clarabel, which certifies them), and its gradients
+against finite differences.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_ipm_alone_reaches_its_tolerance_and_matches_clarabel(name):
     np.testing.assert_allclose(res.x, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", QP_CASES)
+@pytest.mark.parametrize("name", [*QP_CASES, "socp"])
 def test_native_layer_forward_and_gradient(name):
     case = CASES[name]()
     layer = CvxpyLayer(case.problem, case.parameters, case.variables, solver="NATIVE")
@@ -84,7 +84,7 @@ def test_failed_elements_are_certified_by_the_fallback():
 
 
 def test_native_refuses_other_cones_and_takes_settings():
-    case = CASES["socp"]()
+    case = CASES["exp_cone"]()
     with pytest.raises(ValueError, match=r"solver=.NATIVE. cannot solve this problem"):
         CvxpyLayer(case.problem, case.parameters, case.variables, solver="NATIVE")
     native = get_solver("native")

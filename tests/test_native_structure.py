@@ -17,9 +17,10 @@ import torch
 
 from convexlayers._core import SolutionMap
 from convexlayers.solvers._elimination import Factorization, analyse
-from convexlayers.solvers._ipm import BatchQP, plan_for, solve_qp_batch
+from convexlayers.solvers._ipm import solve_qp_batch
 from convexlayers.solvers._native import _solve, dense_profile, prefers_native
 from convexlayers.solvers._presolve import defined, presolve
+from convexlayers.solvers._reduced import BatchQP, plan_for
 from convexlayers.torch import CvxpyLayer
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convexlayers.solvers._ipm import BatchQP
+from convexlayers.solvers._reduced import BatchQP
 
 
 @dataclass
@@ -102,5 +102,5 @@ def presolve(qp: BatchQP) -> Presolved | None:
         P = extra if P is None else P + extra
     q = qp.q[:, keep] - (np.swapaxes(M, 1, 2) @ (p * c + qp.q[:, t])[..., None])[..., 0]
     reduced = BatchQP(P, q, qp.Az[:, other][:, :, keep], qp.bz[:, other],
-                      qp.Al[:, :, keep], qp.bl)
+                      qp.Al[:, :, keep], qp.bl, qp.cones)
     return Presolved(reduced, keep, t, rows, other, qp)
