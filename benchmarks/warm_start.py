@@ -15,8 +15,7 @@ Reported for SCS and solver="NATIVE" (and Clarabel, which ignores warm starts, a
 reference): mean iterations per solve (``layer.info``), the wall-clock time of a layer
 call and the solver's own time (``info.solve_time``), and the max difference between the
 cold and the warm outputs (the plans u). BLAS runs on one
-thread (set OPENBLAS_NUM_THREADS to override: NATIVE's dense factorizations slow down
-several-fold with two OpenBLAS threads on two cores). Results (JSON, Markdown, PNG) go
+thread (set OPENBLAS_NUM_THREADS to override). Results (JSON, Markdown, PNG) go
 to benchmarks/results/warm-start-*. Nothing here asserts on times.
 """
 
