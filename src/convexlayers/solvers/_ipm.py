@@ -30,7 +30,7 @@ from convexlayers.solvers._reduced import BatchQP, Layout, Reduced, layout_for, 
 
 _STEP = 0.99
 _WARM_FLOOR = 1e-2
-_STALL, _STALL_BELOW = 3, 1e-5
+_STALL, _STALL_BELOW, _GIVE_UP = 3, 1e-5, 8
 
 
 @dataclass
@@ -172,12 +172,16 @@ def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
         # Near the end, the error halves at least every _STALL iterations, or the element
         # stops (ill-conditioning near a degenerate solution, or a second-order cone's
         # scaling near its boundary, makes it climb again); a jump stops it at once.
+        # Far from a solution, _GIVE_UP iterations without halving the error mean an
+        # infeasible or unbounded element (this method certifies neither): it stops and
+        # goes to the certifying solver.
         near = best_error[active] <= _STALL_BELOW
-        progress = (error < 0.5 * best_error[active]) | ~near
+        progress = error < 0.5 * best_error[active]
         stalled[active] = np.where(progress, 0, stalled[active] + 1)
         stalled[active] += _STALL * (near & (error > 100.0 * best_error[active]))
         best_error[active] = np.minimum(best_error[active], error)
-        keep = (error > tol) & (stalled[active] < _STALL) & np.isfinite(error)
+        keep = ((error > tol) & (stalled[active] < np.where(near, _STALL, _GIVE_UP))
+                & np.isfinite(error))
         if not keep.any() or it == max_iter:
             break
         active, sub = active[keep], sub.take(np.flatnonzero(keep))
