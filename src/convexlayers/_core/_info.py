@@ -16,7 +16,8 @@ import numpy as np
 from convexlayers.solvers._base import SolverStatus
 
 _STATUSES = tuple(SolverStatus)
-# Columns of the per-element diagnostics array: status code, iterations, seconds, residual.
+# Columns of the per-element diagnostics array: status code, iterations, seconds, residual,
+# and whether NATIVE ran (the automatic choice may pick it where the layer names Clarabel).
 INFO_WIDTH = 5
 
 
@@ -78,7 +79,6 @@ class SolveInfo:
     def to_array(self) -> np.ndarray:
         """(B, INFO_WIDTH) float64: what travels from the forward to the backward pass."""
         codes = [_STATUSES.index(s) for s in self.status]
-        # The last column says whether the automatic choice ran NATIVE (see SolutionMap).
         native = np.full(len(codes), float(self.solver == "NATIVE"))
         cols = (codes, self.iterations, self.solve_time, self.residual, native)
         return np.stack([np.asarray(c, dtype=np.float64).reshape(-1) for c in cols], axis=1)
