@@ -77,7 +77,8 @@ class SolutionMap:
         variables: variables and/or constraint dual variables to return (default: all
             variables of the problem).
         gp: parse as a log-log convex program.
-        solver: backend name (default Clarabel).
+        solver: backend name; None (default): each call picks NATIVE for a batch of
+            dense LPs/QPs, Clarabel otherwise (see ``_choose``).
         solver_args: default settings for the backend, overridable per call.
         adjoint: the derivative strategy (default
             :class:`~convexlayers.derivative.ImplicitAdjoint`: outputs polished to the exact
@@ -95,6 +96,11 @@ class SolutionMap:
             :class:`~convexlayers.ChunkedExecutor` sets the chunk size and a timeout. It
             does not travel with a pickled or copied map.
     """
+
+    # Class-level defaults: a map pickled before the automatic choice existed has no
+    # such attributes and keeps its named backend.
+    _auto = False
+    _profile: tuple[tuple[int, float] | None] | None = None
 
     def __init__(
         self,
@@ -128,7 +134,7 @@ class SolutionMap:
         self.solver = get_solver(solver or method or DEFAULT_SOLVER, argument)
         # solver=None: each call picks NATIVE or the default by the program and batch.
         self._auto = solver is None and method is None
-        self._profile: tuple[tuple[int, float] | None] | None = None  # computed once
+        self._profile = None  # computed at the first automatic choice
         self.solver.settings(self.solver_args)  # fail now on a bad key, not at the first call
         self._programs: dict[tuple, ParametricConeProgram] = {}
         default = self.program(self.solver)
