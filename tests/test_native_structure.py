@@ -197,3 +197,15 @@ def test_automatic_choice_in_jax_under_jit_and_grad():
         assert layer.info.solver == ("NATIVE" if solver is None else "CLARABEL")
     for a, b in zip(grads[None], grads["CLARABEL"], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_a_map_pickled_before_the_automatic_choice_keeps_its_backend():
+    """Maps pickled by the previous version have no automatic-choice attributes."""
+    prob, params, variables = _dense_qp()
+    smap = SolutionMap(prob, params, variables)
+    state = smap.__getstate__()
+    del state["_auto"], state["_profile"]
+    old = SolutionMap.__new__(SolutionMap)
+    old.__dict__.update(state)
+    assert old.solve(_dense_values(np.random.default_rng(8), 40)).info.solver == "CLARABEL"
+    assert smap.solve(_dense_values(np.random.default_rng(8), 40)).info.solver == "NATIVE"
