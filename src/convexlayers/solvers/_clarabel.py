@@ -1,4 +1,4 @@
-"""Clarabel backend (the default).
+"""Clarabel backend (the default, except where the automatic choice picks NATIVE).
 
 Clarabel's cone conventions are ours: ``PSDTriangleConeT`` is the upper triangle
 in column-major order with off-diagonals scaled by sqrt(2), and its exponential
