@@ -209,3 +209,17 @@ def test_a_map_pickled_before_the_automatic_choice_keeps_its_backend():
     old.__dict__.update(state)
     assert old.solve(_dense_values(np.random.default_rng(8), 40)).info.solver == "CLARABEL"
     assert smap.solve(_dense_values(np.random.default_rng(8), 40)).info.solver == "NATIVE"
+
+
+def test_a_program_whose_variables_are_all_defined():
+    """x == a with ½‖x‖²: presolve leaves no unknowns; both paths return x = a."""
+    x, a = cp.Variable(3), cp.Parameter(3)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x == a])
+    values = torch.tensor(np.random.default_rng(9).standard_normal((200, 3)),
+                          requires_grad=True)
+    for solver in ("NATIVE", None):
+        layer = CvxpyLayer(prob, parameters=[a], variables=[x], solver=solver)
+        (out,) = layer(values)
+        (grad,) = torch.autograd.grad(out.sum(), values)
+        torch.testing.assert_close(out, values, atol=1e-12, rtol=0)
+        torch.testing.assert_close(grad, torch.ones_like(grad), atol=1e-10, rtol=0)

@@ -69,7 +69,7 @@ def dense_profile(structure: Any) -> tuple[int, float] | None:
     qp = batch_qp(structure, np.ones((1, sum(structure.sizes))))
     pre = presolve(qp)
     pattern, _ = kkt_pattern(qp if pre is None else pre.qp)
-    return pattern.shape[0], float(pattern.mean())
+    return pattern.shape[0], float(pattern.mean()) if pattern.size else 0.0
 
 
 def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
