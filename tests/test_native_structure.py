@@ -223,3 +223,38 @@ def test_a_program_whose_variables_are_all_defined():
         (grad,) = torch.autograd.grad(out.sum(), values)
         torch.testing.assert_close(out, values, atol=1e-12, rtol=0)
         torch.testing.assert_close(grad, torch.ones_like(grad), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("framework", ["tensorflow", "mlx"])
+def test_automatic_choice_in_tensorflow_and_mlx(framework):
+    """The choice and its label travel through the other adapters, gradients included."""
+    prob, params, variables = _dense_qp()
+    vals = _dense_values(np.random.default_rng(10), 40)
+    ref = CvxpyLayer(prob, parameters=params, variables=variables, solver="CLARABEL")
+    ps = [torch.tensor(v, requires_grad=True) for v in vals]
+    (out,) = ref(*ps)
+    ref_grad = torch.autograd.grad((out**2).sum(), ps[1])[0].numpy()
+    if framework == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+        from convexlayers.tensorflow import CvxpyLayer as Layer
+
+        layer = Layer(prob, parameters=params, variables=variables)
+        q = tf.Variable(vals[1])
+        with tf.GradientTape() as tape:
+            (sol,) = layer(tf.constant(vals[0]), q, tf.constant(vals[2]), tf.constant(vals[3]))
+            loss = tf.reduce_sum(sol**2)
+        grad = tape.gradient(loss, q).numpy()
+    else:
+        mx = pytest.importorskip("mlx.core")
+        from convexlayers.mlx import CvxpyLayer as Layer
+
+        layer = Layer(prob, parameters=params, variables=variables)
+        arrays = [mx.array(v.astype(np.float32)) for v in vals]
+
+        def loss(q):
+            return (layer(arrays[0], q, arrays[2], arrays[3])[0] ** 2).sum()
+
+        grad = np.array(mx.grad(loss)(arrays[1]))
+    assert layer.info.solver == "NATIVE"
+    tol = 1e-7 if framework == "tensorflow" else 1e-3  # MLX computes in float32
+    np.testing.assert_allclose(grad, ref_grad, atol=tol * (1 + np.abs(ref_grad).max()))
