@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from convexlayers._core import SolutionMap
+from convexlayers.solvers._cone_ops import Cones
 from convexlayers.solvers._elimination import Factorization, analyse
 from convexlayers.solvers._ipm import solve_qp_batch
 from convexlayers.solvers._native import _solve, dense_profile, prefers_native
@@ -63,7 +64,7 @@ def test_elimination_removes_auxiliary_structure():
     Al = np.concatenate([np.concatenate([A, -eye], axis=2), np.concatenate([-A, -eye], axis=2)],
                         axis=1)
     qp = BatchQP(None, np.r_[np.zeros(n), np.ones(m)][None].repeat(3, 0),
-                 np.zeros((3, 0, n + m)), np.zeros((3, 0)), Al, np.zeros((3, 2 * m)))
+                 np.zeros((3, 0, n + m)), np.zeros((3, 0)), Al, np.zeros((3, 2 * m)), Cones(2 * m))
     plan = plan_for(qp)
     assert plan.rest <= m and len(plan.order) - plan.rest == n
 
@@ -84,7 +85,7 @@ def _defined_qp(rng, B, n, p, m):
     bz = np.concatenate([np.zeros((B, p)), (A @ x0[..., None])[..., 0]], axis=1)
     Al = np.concatenate([G, np.zeros((B, m, p))], axis=2)
     bl = (G @ x0[..., None])[..., 0] + rng.random((B, m))
-    return BatchQP(P, q, Az, bz, Al, bl)
+    return BatchQP(P, q, Az, bz, Al, bl, Cones(m))
 
 
 def test_presolve_substitutes_defined_variables_and_recovers_them():

@@ -59,8 +59,9 @@ def batch_qp(structure: Any, data: np.ndarray) -> BatchQP:
 
 def dense_profile(structure: Any) -> tuple[int, float] | None:
     """(unknowns, density) of the reduced KKT matrix this backend would factor for a
-    program laid out as ``structure``, after presolve; None if it cannot solve it as a
-    batch (other cones, or more than ``MAX_DENSE`` unknowns)."""
+    program laid out as ``structure``, after presolve; None where the automatic choice
+    leaves the program to Clarabel whatever the batch (cones other than ``AUTO_CONES``,
+    or more than ``MAX_DENSE`` unknowns)."""
     # Second-order cones: NATIVE solves them, but measured 1.3-2.4x slower than Clarabel
     # (and its SOC scaling loses accuracy near the boundary), so they stay off the choice.
     if not structure.dims.kinds() <= AUTO_CONES or (
@@ -96,7 +97,7 @@ def _solve(qp: BatchQP, opts: Mapping[str, Any], warm) -> IPMResult:
 
 
 class NativeSolver(AbstractSolver):
-    """Batched primal-dual interior point for LPs and QPs, Clarabel where it fails."""
+    """Batched primal-dual interior point for LPs, QPs and SOCPs, Clarabel where it fails."""
 
     name = "NATIVE"
     supports_quadratic_objective = True

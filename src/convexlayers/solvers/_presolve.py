@@ -102,5 +102,5 @@ def presolve(qp: BatchQP) -> Presolved | None:
         P = extra if P is None else P + extra
     q = qp.q[:, keep] - (np.swapaxes(M, 1, 2) @ (p * c + qp.q[:, t])[..., None])[..., 0]
     reduced = BatchQP(P, q, qp.Az[:, other][:, :, keep], qp.bz[:, other],
-                      qp.Al[:, :, keep], qp.bl, qp.cones)
+                      qp.Al[:, :, keep], qp.bl, qp.cone)
     return Presolved(reduced, keep, t, rows, other, qp)

@@ -29,8 +29,7 @@ _REFINE = 2
 @dataclass
 class BatchQP:
     """Dense data of a batch of QPs: P (B, n, n) symmetric or None, q (B, n),
-    A_z (B, z, n), b_z (B, z), A_l (B, l, n), b_l (B, l); the cone of the rows of A_l
-    (None: the nonnegative orthant)."""
+    A_z (B, z, n), b_z (B, z), A_l (B, l, n), b_l (B, l); the cone of the rows of A_l."""
 
     P: np.ndarray | None
     q: np.ndarray
@@ -38,17 +37,13 @@ class BatchQP:
     bz: np.ndarray
     Al: np.ndarray
     bl: np.ndarray
-    cones: Cones | None = None
-
-    @property
-    def cone(self) -> Cones:
-        return Cones(self.Al.shape[1]) if self.cones is None else self.cones
+    cone: Cones
 
     def take(self, idx: np.ndarray) -> BatchQP:
         if idx.size == self.q.shape[0] and (idx == np.arange(idx.size)).all():
             return self  # the whole batch: no copy
         return BatchQP(None if self.P is None else self.P[idx], self.q[idx], self.Az[idx],
-                       self.bz[idx], self.Al[idx], self.bl[idx], self.cones)
+                       self.bz[idx], self.Al[idx], self.bl[idx], self.cone)
 
 
 def mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
