@@ -131,11 +131,10 @@ class ImplicitAdjoint(AbstractAdjoint):
         store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if self.polish is not False and todo.size:
-            x[todo], y[todo], s[todo], factors = refine(
-                st, data[todo], x[todo], y[todo], s[todo], self.linear_solver
-            )
+            x[todo], y[todo], s[todo], factors, residual[todo] = refine(
+                st, data[todo], x[todo], y[todo], s[todo], self.linear_solver,
+                residual=residual[todo])
             store.adopt(todo, factors, np.arange(todo.size))
-            residual[todo] = kkt_residual(st, data[todo], x[todo], y[todo], s[todo])
         return Polished(x, y, s, residual, store)
 
     def linearize(self, st, data, x, y, s, factors=None):

@@ -69,7 +69,7 @@ class SolutionDerivative:
         p_vals, _, a_vals, _ = structure.split(data)
         pattern = kkt_pattern(structure, self._D)
         values = kkt_values(pattern, None if structure.P is None else p_vals, a_vals, self._D)
-        dense = self.linear_solver.wants_dense(pattern.size, pattern.nnz)
+        dense = self.linear_solver.wants_dense(*pattern.factored)
         self.J = KKTMatrix(pattern, values, dense)
         self.store = FactorStore(self.batch)
         self._tried = factors

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian
+from convexlayers.derivative._schur import PairPlan, pair_plan
 from convexlayers.derivative._structure import Structure
 
 # Layout of the D blocks: (row offset, count, size) per run of equal cones.
@@ -39,6 +40,11 @@ class KKTPattern:
         gather: (nnz, contributions) 0/1 sparse matrix.
         flat: per nonzero, its index in a dense, row-major (N, N) matrix.
         diagonal: position of each diagonal entry among the nonzeros (all are stored).
+        col_of: per nonzero, its column (``indices`` holds its row).
+        row_sum, col_sum: (N, nnz) 0/1 sparse matrices summing per-nonzero products into
+            J's rows (for J z) or columns (for Jᵀ z).
+        pairs: the defined variables to eliminate before a dense factorization
+            (:mod:`._schur`), or None.
     """
 
     n: int
@@ -51,10 +57,23 @@ class KKTPattern:
     gather: sp.csr_array
     flat: np.ndarray
     diagonal: np.ndarray
+    col_of: np.ndarray
+    row_sum: sp.csr_array
+    col_sum: sp.csr_array
+    pairs: PairPlan | None
 
     @property
     def nnz(self) -> int:
         return int(self.indices.size)
+
+    @property
+    def factored(self) -> tuple[int, int]:
+        """(unknowns, nonzeros) of the matrix a dense factorization works on: J's, or
+        the Schur complement's after eliminating ``pairs``."""
+        if self.pairs is None:
+            return self.size, self.nnz
+        p = self.pairs
+        return p.size, p.rest[0].size + p.urows.size * p.wcols.size
 
 
 def _row_blocks(m: int, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,8 +143,13 @@ def _build(st: Structure, layout: Layout) -> KKTPattern:
     indptr = np.zeros(N + 1, dtype=np.int64)
     np.add.at(indptr, cols + 1, 1)
     diagonal = np.searchsorted(keys, np.arange(N) * (N + 1))
-    return KKTPattern(st.n, N, rows, np.cumsum(indptr), src, dsrc, sign, gather,
-                      rows * N + cols, diagonal)
+    flat = rows * N + cols
+    nz = np.arange(keys.size)
+    ones = np.ones(keys.size)
+    return KKTPattern(st.n, N, rows, np.cumsum(indptr), src, dsrc, sign, gather, flat,
+                      diagonal, cols, sp.csr_array((ones, (rows, nz)), shape=(N, keys.size)),
+                      sp.csr_array((ones, (cols, nz)), shape=(N, keys.size)),
+                      pair_plan(N, st.n, st.dims.zero, flat))
 
 
 def kkt_pattern(st: Structure, D: ConeJacobian) -> KKTPattern:
@@ -147,13 +171,14 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
                D: ConeJacobian) -> np.ndarray:
     """(B, nnz) values of J on ``pattern`` for a batch."""
     batch = a_vals.shape[0]
-    ones = np.ones((batch, 1))
-    data = np.concatenate([*([] if p_vals is None else [p_vals]), a_vals, ones], axis=1)
-    dflat = np.concatenate(
-        [D.diag, *(s.reshape(batch, -1) for _, s in D.stacks), ones], axis=1
-    )
-    products = pattern.sign * data[:, pattern.src] * dflat[:, pattern.dsrc]
-    return (pattern.gather @ products.T).T
+    ones = np.ones((1, batch))
+    # In (entries, batch) layout: row gathers, and a sparse product with no transposed copy.
+    data = np.concatenate([*([] if p_vals is None else [p_vals.T]), a_vals.T, ones])
+    dflat = np.concatenate([D.diag.T, *(s.reshape(batch, -1).T for _, s in D.stacks), ones])
+    products = data[pattern.src]
+    products *= dflat[pattern.dsrc]
+    products *= pattern.sign[:, None]
+    return np.ascontiguousarray((pattern.gather @ products).T)
 
 
 def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:
@@ -162,6 +187,16 @@ def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:
     out = np.zeros((values.shape[0], N * N))
     out[:, pattern.flat] = values
     return out.reshape(-1, N, N)
+
+
+def matvec(pattern: KKTPattern, values: np.ndarray, z: np.ndarray, transpose: bool) -> np.ndarray:
+    """J z (or Jᵀ z) for a batch: values (B, nnz), z (B, N, K)."""
+    B, N, K = z.shape
+    src, dst = ((pattern.indices, pattern.col_sum) if transpose
+                else (pattern.col_of, pattern.row_sum))
+    products = np.multiply(np.swapaxes(z, 0, 1)[src], values.T[:, :, None])  # (nnz, B, K)
+    out = dst @ products.reshape(src.size, B * K)
+    return np.swapaxes(out.reshape(N, B, K), 0, 1)
 
 
 def sparse(pattern: KKTPattern, values: np.ndarray) -> list[sp.csc_array]:

@@ -31,10 +31,13 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from convexlayers.derivative._kkt import KKTPattern, dense, sparse
+from convexlayers.derivative._factors import (
+    Factorization,
+    SparseFactors,
+    schur_or_dense,
+)
+from convexlayers.derivative._kkt import KKTPattern, dense, matvec, sparse
 
-# δ relative to the largest entry of J; iterative refinement removes its effect.
-REGULARIZATION = 1e-9
 # Refinement stops at a backward error ||Jz − r|| / (||J|| ||z|| + ||r||) below
 # BACKWARD_TOL, or after MAX_REFINE steps. A solve is accepted if its backward error is
 # below ACCEPT_TOL, its relative residual ||Jz − r|| / ||r|| below RESIDUAL_TOL (on an
@@ -64,18 +67,17 @@ class SolveReport:
 
 
 class KKTMatrix:
-    """J for a batch: one pattern, (B, nnz) values, dense or one CSC matrix per element.
+    """J for a batch: one pattern and (B, nnz) values on it; products are taken on the
+    values, dense matrices or one CSC matrix per element are formed only on request.
 
     Args:
         pattern: J's sparsity pattern.
         values: (B, nnz) values on it.
-        dense: keep J as a dense (B, N, N) array rather than sparse matrices.
+        dense_form: factor J densely (rather than as sparse matrices).
     """
 
     def __init__(self, pattern: KKTPattern, values: np.ndarray, dense_form: bool) -> None:
         self.pattern, self.values, self.is_dense = pattern, values, dense_form
-        self._dense = dense(pattern, values) if dense_form else None
-        self._sparse = None if dense_form else sparse(pattern, values)
 
     @property
     def batch(self) -> int:
@@ -90,10 +92,10 @@ class KKTMatrix:
         return KKTMatrix(self.pattern, self.values[idx], self.is_dense)
 
     def dense_matrices(self) -> np.ndarray:
-        return self._dense if self._dense is not None else dense(self.pattern, self.values)
+        return dense(self.pattern, self.values)
 
     def sparse_matrices(self) -> list[sp.csc_array]:
-        return self._sparse if self._sparse is not None else sparse(self.pattern, self.values)
+        return sparse(self.pattern, self.values)
 
     def norm(self) -> np.ndarray:
         """Frobenius norm of each element's J."""
@@ -101,63 +103,7 @@ class KKTMatrix:
 
     def matvec(self, z: np.ndarray, transpose: bool) -> np.ndarray:
         """J z (or Jᵀ z) for z of shape (B, N, K)."""
-        if self._dense is not None:
-            J = np.swapaxes(self._dense, 1, 2) if transpose else self._dense
-            return J @ z
-        out = np.empty_like(z)
-        for b, Jb in enumerate(self.sparse_matrices()):
-            out[b] = (Jb.T if transpose else Jb) @ z[b]
-        return out
-
-
-class Factorization(abc.ABC):
-    """Factors of J_δ for a batch; ``apply`` solves J_δ z = r for some of its elements."""
-
-    method: str
-
-    @abc.abstractmethod
-    def apply(self, rhs: np.ndarray, transpose: bool, idx: np.ndarray) -> np.ndarray:
-        """J_δ⁻¹ rhs (or J_δ⁻ᵀ rhs) for the elements ``idx``; rhs is (len(idx), N, K)."""
-
-
-def _shift(J: KKTMatrix) -> np.ndarray:
-    """(B, N) diagonal δ Σ added to J before factoring."""
-    n = J.pattern.n
-    scale = np.maximum(1.0, np.abs(J.values).max(axis=1, initial=0.0))
-    sigma = np.concatenate([np.ones(n), -np.ones(J.size - n)])
-    return REGULARIZATION * scale[:, None] * sigma
-
-
-class _DenseFactors(Factorization):
-    """Batched LU of J_δ (LAPACK getrf through SciPy, one call for the whole batch)."""
-
-    method = "lu"
-
-    def __init__(self, J: KKTMatrix) -> None:
-        A = J.dense_matrices().copy()
-        diag = np.arange(J.size)
-        A[:, diag, diag] += _shift(J)
-        self.lu, self.piv = sla.lu_factor(A, check_finite=False)
-
-    def apply(self, rhs, transpose, idx):
-        if idx.size == self.lu.shape[0] and (idx == np.arange(idx.size)).all():
-            factors = (self.lu, self.piv)  # the whole batch: no copy
-        else:
-            factors = (self.lu[idx], self.piv[idx])
-        return sla.lu_solve(factors, rhs, trans=int(transpose), check_finite=False)
-
-
-class _SparseFactors(Factorization):
-    method = "sparse_lu"
-
-    def __init__(self, J: KKTMatrix) -> None:
-        values = J.values.copy()
-        values[:, J.pattern.diagonal] += _shift(J)
-        self.lu = [spla.splu(Jb) for Jb in sparse(J.pattern, values)]
-
-    def apply(self, rhs, transpose, idx):
-        trans = "T" if transpose else "N"
-        return np.stack([self.lu[b].solve(r, trans=trans) for b, r in zip(idx, rhs, strict=True)])
+        return matvec(self.pattern, self.values, z, transpose)
 
 
 class AbstractLinearSolver(abc.ABC):
@@ -168,8 +114,17 @@ class AbstractLinearSolver(abc.ABC):
         """Whether J (N = ``size`` unknowns, ``nnz`` nonzeros) should be dense."""
 
     def factor(self, J: KKTMatrix) -> Factorization:
-        """Factor J_δ for every batch element (once; reused by every solve)."""
-        return _DenseFactors(J) if J.is_dense else _SparseFactors(J)
+        """Factor J_δ for every batch element (once; reused by every solve). Dense
+        factors eliminate the pattern's defined variables first (:mod:`._schur`)."""
+        if not J.is_dense:
+            return SparseFactors(J)
+        groups = schur_or_dense(J, J.pattern.pairs)
+        if len(groups) == 1:
+            return groups[0][1]
+        store = FactorStore(J.batch)
+        for idx, factors in groups:
+            store.set(idx, factors)
+        return store
 
 
 class DenseLU(AbstractLinearSolver):
@@ -229,6 +184,9 @@ class FactorStore(Factorization):
         self.local = np.zeros(batch, dtype=np.int64)
 
     def set(self, idx: np.ndarray, factors: Factorization) -> None:
+        if isinstance(factors, FactorStore):  # keep one level: owners are factorizations
+            self.adopt(idx, factors, np.arange(len(idx)))
+            return
         for i, b in enumerate(idx):
             self.owner[b], self.local[b] = factors, i
 

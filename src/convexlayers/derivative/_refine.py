@@ -53,7 +53,8 @@ def refine(
     linear_solver: AbstractLinearSolver | None = None,
     steps: int = 10,
     tol: float = 1e-13,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, FactorStore]:
+    residual: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, FactorStore, np.ndarray]:
     """Improve (x, y, s) by semismooth Newton steps on N with a backtracking line search.
 
     A full step can increase ||N|| when the solver's point sits on the wrong side of a
@@ -61,23 +62,30 @@ def refine(
     ||N|| decreases keeps every element's residual monotone. Elements stop once their
     residual is below ``tol`` (relative to 1 + ||q|| + ||b||) or no step helps.
 
+    ``residual``: the relative residuals of (x, y, s) if the caller has them.
+
     Returns:
-        The polished (x, y, s), and per element the factorization of its last Newton
-        step (a J very close to the one at the returned point), for the derivative to
-        reuse.
+        The polished (x, y, s), per element the factorization of its last Newton step
+        (a J very close to the one at the returned point), for the derivative to reuse,
+        and the relative residuals of the returned points.
     """
     store = FactorStore(x.shape[0])
     scale = _scale(st, data)
     v = y - s
-    res = np.linalg.norm(normal_residual(st, data, x, v), axis=1)
+    res = (np.linalg.norm(normal_residual(st, data, x, v), axis=1) if residual is None
+           else residual * scale)
     active = res > tol * scale
+    N = np.empty((x.shape[0], st.n + st.m))  # N(x, v) of the current points where known
+    known = np.zeros(x.shape[0], dtype=bool)
     for _ in range(steps):
         if not active.any():
             break
         idx = np.flatnonzero(active)
+        need = idx[~known[idx]]
+        N[need], known[need] = normal_residual(st, data[need], x[need], v[need]), True
         yk = project_dual(st.dims, v[idx])
         deriv = SolutionDerivative(st, data[idx], x[idx], yk, yk - v[idx], linear_solver)
-        z = deriv.solve(-normal_residual(st, data[idx], x[idx], v[idx]))
+        z = deriv.solve(-N[idx])
         store.adopt(idx, deriv.store, np.arange(idx.size))
         improved = np.zeros(idx.size, dtype=bool)
         for alpha in (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32):
@@ -85,13 +93,15 @@ def refine(
             sub = idx[todo]
             x_new = x[sub] + alpha * z[todo, : st.n]
             v_new = v[sub] + alpha * z[todo, st.n :]
-            r_new = np.linalg.norm(normal_residual(st, data[sub], x_new, v_new), axis=1)
+            N_new = normal_residual(st, data[sub], x_new, v_new)
+            r_new = np.linalg.norm(N_new, axis=1)
             ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
             x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]
+            N[sub[ok]] = N_new[ok]
             improved[np.flatnonzero(todo)[ok]] = True
             if improved.all():
                 break
         active[idx[~improved]] = False
         active &= res > tol * scale
     y = project_dual(st.dims, v)
-    return x, y, y - v, store
+    return x, y, y - v, store, res / scale

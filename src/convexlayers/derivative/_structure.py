@@ -67,18 +67,21 @@ class Structure(Protocol):
 
 
 def _apply(S: sp.csr_array, values: np.ndarray) -> np.ndarray:
-    """(B, K) pattern entries summed through a (size, K) scatter matrix: (B, size)."""
-    return (S @ values.T).T
+    """(K, B) pattern entries summed through a (size, K) scatter matrix: (B, size).
+
+    The entries are laid out (K, B) so that the gathers that make them are row gathers
+    and the sparse product reads them without a transposed copy."""
+    return (S @ values).T
 
 
 def a_matvec(st: Structure, a_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
     """A x for a batch."""
-    return _apply(st.A.row_scatter, a_vals * x[:, st.A.cols])
+    return _apply(st.A.row_scatter, np.multiply(x.T[st.A.cols], a_vals.T))
 
 
 def a_rmatvec(st: Structure, a_vals: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Aᵀ y for a batch."""
-    return _apply(st.A.col_scatter, a_vals * y[:, st.A.rows])
+    return _apply(st.A.col_scatter, np.multiply(y.T[st.A.rows], a_vals.T))
 
 
 def p_matvec(st: Structure, p_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -86,6 +89,7 @@ def p_matvec(st: Structure, p_vals: np.ndarray, x: np.ndarray) -> np.ndarray:
     if st.P is None:
         return np.zeros_like(x)
     P = st.P
-    mirrored = np.where(P.off_diagonal, p_vals, 0.0) * x[:, P.rows]
-    return _apply(P.row_scatter, p_vals * x[:, P.cols]) + _apply(P.col_scatter, mirrored)
-
+    xt = x.T
+    mirrored = np.multiply(xt[P.rows], np.where(P.off_diagonal, p_vals, 0.0).T)
+    return _apply(P.row_scatter, np.multiply(xt[P.cols], p_vals.T)) + _apply(P.col_scatter,
+                                                                           mirrored)

@@ -11,8 +11,8 @@ are mutually uncoupled (an independent set of the pattern's graph) and whose piv
 safe: a primal unknown with a diagonal entry of P or an inequality row, or any unknown
 whose diagonal an earlier round filled. A round's pivots form a diagonal block, so its
 Schur complement is one batched product, ``E - C D⁻¹ Cᵀ``, on the round's neighbours
-only. Rounds stop when the rest is dense; the rest is factored densely (explicit
-inverse when small, LU otherwise). Quasi-definite matrices admit an LDLᵀ factorization in
+only. Rounds stop when the rest is dense; the rest is inverted densely (from a Cholesky
+factor where it is definite). Quasi-definite matrices admit an LDLᵀ factorization in
 any symmetric order (Vanderbei 1995), so eliminating without pivoting is sound; a pivot
 that rounding pushed across zero is clamped to the regularization, and the caller's
 iterative refinement against the unregularized matrix absorbs the rest.
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
+from scipy.linalg import lapack
 
 # Below this size the rest is factored at once; rounds that remove fewer than this
 # fraction of the remaining unknowns are not worth their Python overhead.
@@ -32,7 +32,6 @@ _MIN_FRACTION = 0.05
 # A round takes unknowns of degree at most this multiple of the round's least degree
 # (minimum-degree flavour: low-degree pivots create little fill).
 _DEGREE_SLACK = 2
-_INVERT_BELOW = 96
 
 
 @dataclass(frozen=True)
@@ -105,20 +104,47 @@ def _independent(adj: np.ndarray, remaining: np.ndarray, safe: np.ndarray) -> np
     return np.array(sorted(picked), dtype=np.int64)
 
 
-def _inverse(M: np.ndarray) -> np.ndarray:
-    """The inverses of a batch of square blocks (explicit when small, by LU otherwise).
+def _inverse(M: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """The inverses of a batch of square blocks whose pivots have the ``signs``.
 
-    An element with non-finite entries (a diverging, infeasible element) gets the
-    identity and a singular one its pseudo-inverse: both are caught by the caller's
-    convergence test, and the rest of the batch is not lost to them."""
+    A definite block (all signs equal, which the quasi-definite form gives a primal dense
+    block and the dual rest) is inverted from its Cholesky factor, in place (LAPACK
+    ``potrf``/``potri``: 2.6x fewer flops than an LU inverse); an element that is not
+    numerically definite, or a block of mixed signs, by LU. An element with non-finite
+    entries (a diverging, infeasible element) gets the identity and a singular one its
+    pseudo-inverse: both are caught by the caller's convergence test, and the rest of
+    the batch is not lost to them."""
     bad = ~np.isfinite(M).all(axis=(1, 2))
     if bad.any():
         M = np.where(bad[:, None, None], np.eye(M.shape[1]), M)
+    if M.shape[1] and signs.size and (signs == signs[0]).all():
+        out, ok = _definite_inverse(signs[0] * M)
+        out *= signs[0]
+        if (~ok).any():
+            out[~ok] = _lu_inverse(M[~ok])
+        return out
+    return _lu_inverse(M)
+
+
+def _definite_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses of symmetric positive definite blocks, and which were definite."""
+    out = A.copy()
+    ok = np.ones(A.shape[0], dtype=bool)
+    for b in range(A.shape[0]):
+        # On the Fortran view of a C-ordered block: no copy, the factor and then the
+        # inverse are written in its lower triangle.
+        _, info = lapack.dpotrf(out[b].T, lower=0, overwrite_a=1, clean=0)
+        if info == 0:
+            _, info = lapack.dpotri(out[b].T, lower=0, overwrite_c=1)
+        ok[b] = info == 0
+    upper = np.triu_indices(A.shape[1], 1)
+    out[:, upper[0], upper[1]] = out[:, upper[1], upper[0]]
+    return out, ok
+
+
+def _lu_inverse(M: np.ndarray) -> np.ndarray:
     try:
-        if M.shape[1] <= _INVERT_BELOW:
-            return np.linalg.inv(M)
-        return sla.lu_solve(sla.lu_factor(M, check_finite=False),
-                            np.broadcast_to(np.eye(M.shape[1]), M.shape), check_finite=False)
+        return np.linalg.inv(M)
     except np.linalg.LinAlgError:
         return np.stack([_pinv_if_singular(Mb) for Mb in M])
 
@@ -150,7 +176,7 @@ class Factorization:
         for k, ((a, b), (lo, hi)) in enumerate(zip(plan.rounds, plan.windows, strict=True)):
             C = W[:, lo:hi, a:b]
             if plan.dense_last and k == len(plan.rounds) - 1:
-                d = _inverse(W[:, a:b, a:b])
+                d = _inverse(W[:, a:b, a:b], signs[a:b])
                 F = C @ d
             else:
                 d = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
@@ -158,7 +184,7 @@ class Factorization:
                 F = C / d[:, None, :]
             W[:, lo:hi, lo:hi] -= F @ np.swapaxes(C, 1, 2)
             self.steps.append((d, F))
-        self.inv = _inverse(W[:, plan.rest:, plan.rest:])
+        self.inv = _inverse(W[:, plan.rest:, plan.rest:], signs[plan.rest:])
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """K⁻¹ rhs for rhs (B, N), by the factors (no refinement)."""
