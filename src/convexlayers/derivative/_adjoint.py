@@ -19,7 +19,7 @@ import numpy as np
 from convexlayers._errors import SolverArgumentError
 from convexlayers.derivative._engine import SolutionDerivative
 from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, FactorStore
-from convexlayers.derivative._refine import kkt_residual, refine
+from convexlayers.derivative._refine import kkt_residual, refine, rows
 from convexlayers.derivative._structure import Structure
 
 # A solution whose relative KKT residual exceeds this is inaccurate: polished where
@@ -126,13 +126,13 @@ class ImplicitAdjoint(AbstractAdjoint):
     def improve(self, st, data, x, y, s, threshold=0.0):
         x, y, s = x.copy(), y.copy(), s.copy()
         residual = np.full(x.shape[0], np.nan)
-        solved = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-        residual[solved] = kkt_residual(st, data[solved], x[solved], y[solved], s[solved])
+        solved = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
+        residual[solved] = kkt_residual(st, *rows(solved, data, x, y, s))
         store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if self.polish is not False and todo.size:
             x[todo], y[todo], s[todo], factors, residual[todo] = refine(
-                st, data[todo], x[todo], y[todo], s[todo], self.linear_solver,
+                st, *rows(todo, data, x, y, s), self.linear_solver,
                 residual=residual[todo])
             store.adopt(todo, factors, np.arange(todo.size))
         return Polished(x, y, s, residual, store)

@@ -35,14 +35,18 @@ class Factorization(abc.ABC):
         """J_δ⁻¹ rhs (or J_δ⁻ᵀ rhs) for the elements ``idx``; rhs is (len(idx), N, K)."""
 
 
-def shifted_values(J: KKTMatrix) -> np.ndarray:
-    """(B, nnz) values of J_δ: δ Σ = δ diag(I_n, −I_m) added to J's diagonal."""
+def diagonal_shift(J: KKTMatrix) -> np.ndarray:
+    """(B, N) diagonal δ Σ = δ diag(I_n, −I_m) that makes J_δ, δ relative to max |J|."""
     n = J.pattern.n
-    scale = np.maximum(1.0, np.abs(J.values).max(axis=1, initial=0.0))
+    v = J.values
+    scale = np.maximum(1.0, np.maximum(v.max(axis=1, initial=0.0), -v.min(axis=1, initial=0.0)))
     sigma = np.concatenate([np.ones(n), -np.ones(J.size - n)])
-    values = J.values.copy()
-    values[:, J.pattern.diagonal] += REGULARIZATION * scale[:, None] * sigma
-    return values
+    return REGULARIZATION * scale[:, None] * sigma
+
+
+def _add_to_diagonal(A: np.ndarray, shift: np.ndarray) -> None:
+    diag = np.arange(A.shape[1])
+    A[:, diag, diag] += shift
 
 
 def lu_in_place(A: np.ndarray) -> np.ndarray:
@@ -74,7 +78,8 @@ class DenseFactors(Factorization):
     method = "lu"
 
     def __init__(self, J: KKTMatrix) -> None:
-        self.lu = dense(J.pattern, shifted_values(J))
+        self.lu = dense(J.pattern, J.values)
+        _add_to_diagonal(self.lu, diagonal_shift(J))
         self.piv = lu_in_place(self.lu)
 
     def apply(self, rhs, transpose, idx):
@@ -87,7 +92,9 @@ class SparseFactors(Factorization):
     method = "sparse_lu"
 
     def __init__(self, J: KKTMatrix) -> None:
-        self.lu = [spla.splu(Jb) for Jb in sparse(J.pattern, shifted_values(J))]
+        values = J.values.copy()
+        values[:, J.pattern.diagonal] += diagonal_shift(J)
+        self.lu = [spla.splu(Jb) for Jb in sparse(J.pattern, values)]
 
     def apply(self, rhs, transpose, idx):
         trans = "T" if transpose else "N"
@@ -101,12 +108,14 @@ class SchurFactors(Factorization):
     method = "lu"
 
     def __init__(self, J: KKTMatrix, plan: PairPlan) -> None:
-        values = shifted_values(J)
         self.plan = plan
-        a, b, c, d = (values[:, p] for p in plan.block)
+        shift = diagonal_shift(J)  # only diagonal entries change: no copy of J's values
+        a, b, c, d = (J.values[:, p] for p in plan.block)
+        a, d = a + shift[:, plan.j], d + shift[:, plan.v]
         det = a * d - b * c
         self.inv = np.stack([d, -b, -c, a]) / det  # B⁻¹ entries, (4, B, k)
-        S, self.U, self.W = matrices(plan, values)
+        S, self.U, self.W = matrices(plan, J.values)
+        _add_to_diagonal(S, shift[:, plan.keep])
         ix = np.ix_(np.arange(S.shape[0]), plan.urows, plan.wcols)
         S[ix] -= self.U @ (self.inv[3][..., None] * self.W)
         self.lu, self.piv = S, lu_in_place(S)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,6 +66,16 @@ class KKTPattern:
     @property
     def nnz(self) -> int:
         return int(self.indices.size)
+
+    @cached_property
+    def scaled(self) -> np.ndarray:
+        """Contributions with a factor of D other than the constant 1."""
+        return np.flatnonzero(self.dsrc != self.dsrc.max())
+
+    @cached_property
+    def signed(self) -> np.ndarray:
+        """Contributions with a sign other than +1."""
+        return np.flatnonzero(self.sign != 1)
 
     @property
     def factored(self) -> tuple[int, int]:
@@ -176,8 +187,9 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
     data = np.concatenate([*([] if p_vals is None else [p_vals.T]), a_vals.T, ones])
     dflat = np.concatenate([D.diag.T, *(s.reshape(batch, -1).T for _, s in D.stacks), ones])
     products = data[pattern.src]
-    products *= dflat[pattern.dsrc]
-    products *= pattern.sign[:, None]
+    scaled, signed = pattern.scaled, pattern.signed
+    products[scaled] *= dflat[pattern.dsrc[scaled]]
+    products[signed] *= pattern.sign[signed, None]
     return np.ascontiguousarray((pattern.gather @ products).T)
 
 
@@ -189,12 +201,15 @@ def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:
     return out.reshape(-1, N, N)
 
 
-def matvec(pattern: KKTPattern, values: np.ndarray, z: np.ndarray, transpose: bool) -> np.ndarray:
-    """J z (or Jᵀ z) for a batch: values (B, nnz), z (B, N, K)."""
+def matvec(pattern: KKTPattern, values_t: np.ndarray, z: np.ndarray,
+           transpose: bool) -> np.ndarray:
+    """J z (or Jᵀ z) for a batch: values laid out (nnz, B), z (B, N, K)."""
     B, N, K = z.shape
     src, dst = ((pattern.indices, pattern.col_sum) if transpose
                 else (pattern.col_of, pattern.row_sum))
-    products = np.multiply(np.swapaxes(z, 0, 1)[src], values.T[:, :, None])  # (nnz, B, K)
+    zt = np.ascontiguousarray(np.swapaxes(z, 0, 1))  # (N, B, K): its rows are gathered
+    products = zt[src]
+    products *= values_t[:, :, None]
     out = dst @ products.reshape(src.size, B * K)
     return np.swapaxes(out.reshape(N, B, K), 0, 1)
 

@@ -78,6 +78,7 @@ class KKTMatrix:
 
     def __init__(self, pattern: KKTPattern, values: np.ndarray, dense_form: bool) -> None:
         self.pattern, self.values, self.is_dense = pattern, values, dense_form
+        self._values_t: np.ndarray | None = None
 
     @property
     def batch(self) -> int:
@@ -103,7 +104,9 @@ class KKTMatrix:
 
     def matvec(self, z: np.ndarray, transpose: bool) -> np.ndarray:
         """J z (or Jᵀ z) for z of shape (B, N, K)."""
-        return matvec(self.pattern, self.values, z, transpose)
+        if self._values_t is None:  # laid out once for the products of a refinement
+            self._values_t = np.ascontiguousarray(self.values.T)
+        return matvec(self.pattern, self._values_t, z, transpose)
 
 
 class AbstractLinearSolver(abc.ABC):

@@ -32,6 +32,14 @@ def normal_residual(st: Structure, data: np.ndarray, x: np.ndarray, v: np.ndarra
     return np.concatenate([r1, r2], axis=1)
 
 
+def rows(idx: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The rows ``idx`` of each array; the arrays themselves (no copy of a batch's data,
+    megabytes) when ``idx`` is every row in order."""
+    if idx.size == arrays[0].shape[0] and (idx == np.arange(idx.size)).all():
+        return list(arrays)
+    return [a[idx] for a in arrays]
+
+
 def _scale(st: Structure, data: np.ndarray) -> np.ndarray:
     """1 + ||q|| + ||b|| per element: what residuals are relative to."""
     _, q, _, b = st.split(data)
@@ -82,9 +90,10 @@ def refine(
             break
         idx = np.flatnonzero(active)
         need = idx[~known[idx]]
-        N[need], known[need] = normal_residual(st, data[need], x[need], v[need]), True
+        N[need], known[need] = normal_residual(st, *rows(need, data, x, v)), True
         yk = project_dual(st.dims, v[idx])
-        deriv = SolutionDerivative(st, data[idx], x[idx], yk, yk - v[idx], linear_solver)
+        (data_k,) = rows(idx, data)
+        deriv = SolutionDerivative(st, data_k, x[idx], yk, yk - v[idx], linear_solver)
         z = deriv.solve(-N[idx])
         store.adopt(idx, deriv.store, np.arange(idx.size))
         improved = np.zeros(idx.size, dtype=bool)
@@ -93,7 +102,7 @@ def refine(
             sub = idx[todo]
             x_new = x[sub] + alpha * z[todo, : st.n]
             v_new = v[sub] + alpha * z[todo, st.n :]
-            N_new = normal_residual(st, data[sub], x_new, v_new)
+            N_new = normal_residual(st, *rows(sub, data), x_new, v_new)
             r_new = np.linalg.norm(N_new, axis=1)
             ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
             x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]

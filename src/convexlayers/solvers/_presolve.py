@@ -44,7 +44,7 @@ class Presolved:
         f = self.full
         B, n = f.q.shape
         a = f.Az[:, self.rows, self.t]
-        m = f.Az[:, self.rows][:, :, self.keep]
+        m = f.Az[:, self.rows[:, None], self.keep[None, :]]
         t = (f.bz[:, self.rows] - (m @ x[..., None])[..., 0]) / a
         p = _diag(f, self.t)
         full_x = np.empty((B, n))
@@ -93,7 +93,7 @@ def presolve(qp: BatchQP) -> Presolved | None:
     keep = np.setdiff1d(np.arange(n), t)
     other = np.setdiff1d(np.arange(z), rows)
     a = qp.Az[:, rows, t]
-    M = qp.Az[:, rows][:, :, keep] / a[..., None]  # t = c - M x
+    M = qp.Az[:, rows[:, None], keep[None, :]] / a[..., None]  # t = c - M x
     c = qp.bz[:, rows] / a
     p = _diag(qp, t)
     P = None if qp.P is None else qp.P[:, keep[:, None], keep[None, :]]
@@ -101,6 +101,6 @@ def presolve(qp: BatchQP) -> Presolved | None:
         extra = np.swapaxes(M, 1, 2) @ (p[..., None] * M)
         P = extra if P is None else P + extra
     q = qp.q[:, keep] - (np.swapaxes(M, 1, 2) @ (p * c + qp.q[:, t])[..., None])[..., 0]
-    reduced = BatchQP(P, q, qp.Az[:, other][:, :, keep], qp.bz[:, other],
+    reduced = BatchQP(P, q, qp.Az[:, other[:, None], keep[None, :]], qp.bz[:, other],
                       qp.Al[:, :, keep], qp.bl, qp.cone)
     return Presolved(reduced, keep, t, rows, other, qp)
