@@ -25,7 +25,7 @@ def fingerprint(*arrays: np.ndarray) -> bytes:
     for a in arrays:
         a = np.ascontiguousarray(a, dtype=np.float64)
         h.update(str(a.shape).encode())
-        h.update(a.reshape(-1).view(np.uint8))
+        h.update(a.reshape(-1).view(np.uint8).data)
     return h.digest()
 
 

@@ -127,13 +127,14 @@ class ImplicitAdjoint(AbstractAdjoint):
         x, y, s = x.copy(), y.copy(), s.copy()
         residual = np.full(x.shape[0], np.nan)
         solved = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
-        residual[solved] = kkt_residual(st, *rows(solved, data, x, y, s))
+        d, xs, ys, ss = rows(solved, data, x, y, s)
+        residual[solved] = kkt_residual(st, d, xs, ys, ss)
         store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if self.polish is not False and todo.size:
+            d, xs, ys, ss = rows(todo, data, x, y, s)
             x[todo], y[todo], s[todo], factors, residual[todo] = refine(
-                st, *rows(todo, data, x, y, s), self.linear_solver,
-                residual=residual[todo])
+                st, d, xs, ys, ss, self.linear_solver, residual=residual[todo])
             store.adopt(todo, factors, np.arange(todo.size))
         return Polished(x, y, s, residual, store)
 

@@ -90,7 +90,8 @@ def refine(
             break
         idx = np.flatnonzero(active)
         need = idx[~known[idx]]
-        N[need], known[need] = normal_residual(st, *rows(need, data, x, v)), True
+        d, xs, vs = rows(need, data, x, v)
+        N[need], known[need] = normal_residual(st, d, xs, vs), True
         yk = project_dual(st.dims, v[idx])
         (data_k,) = rows(idx, data)
         deriv = SolutionDerivative(st, data_k, x[idx], yk, yk - v[idx], linear_solver)
@@ -102,7 +103,8 @@ def refine(
             sub = idx[todo]
             x_new = x[sub] + alpha * z[todo, : st.n]
             v_new = v[sub] + alpha * z[todo, st.n :]
-            N_new = normal_residual(st, *rows(sub, data), x_new, v_new)
+            (d,) = rows(sub, data)
+            N_new = normal_residual(st, d, x_new, v_new)
             r_new = np.linalg.norm(N_new, axis=1)
             ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
             x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]
