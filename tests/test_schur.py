@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from convexlayers.cones import dual_projection_jacobian
-from convexlayers.derivative import DenseLU, KKTMatrix, SolutionDerivative, SparseLU
+from convexlayers.derivative import (
+    AutoLinearSolver,
+    DenseLU,
+    KKTMatrix,
+    SolutionDerivative,
+    SparseLU,
+)
 from convexlayers.derivative._factors import DenseFactors, SchurFactors
 from convexlayers.derivative._kkt import kkt_pattern, kkt_values
 from convexlayers.torch import CvxpyLayer
@@ -142,3 +148,20 @@ def test_gradients_through_the_pairs_match_finite_differences(solver):
         fd = float(fp - fm) / (2 * step)
         ad = float((leaves[which].grad * torch.tensor(d)).sum())
         assert abs(fd - ad) <= 1e-6 * max(1.0, abs(fd))
+
+
+def test_the_schur_complement_is_counted_not_assumed_dense():
+    """sparsemax: t = x − z pairs each t with one x, so S stays sparse (its update is
+    diagonal) and the automatic strategy factors it as sparse."""
+    n = 150
+    x, z = cp.Variable(n), cp.Parameter(n)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    layer = CvxpyLayer(prob, parameters=[z], variables=[x], solver="CLARABEL")
+    J = _kkt(layer, [np.random.default_rng(5).standard_normal((2, n))])
+    size, nnz = J.pattern.factored
+    assert J.pattern.pairs is not None and size < J.size
+    assert nnz < 6 * size  # x block diagonal, one dense row and column, D's diagonal
+    assert not AutoLinearSolver().wants_dense(size, nnz)
+    layer(torch.tensor(np.random.default_rng(6).standard_normal((2, n)), requires_grad=True)
+          )[0].sum().backward()
+    assert layer.info.derivative.method == ("sparse_lu",) * 2

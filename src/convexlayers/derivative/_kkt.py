@@ -83,8 +83,7 @@ class KKTPattern:
         the Schur complement's after eliminating ``pairs``."""
         if self.pairs is None:
             return self.size, self.nnz
-        p = self.pairs
-        return p.size, p.rest[0].size + p.urows.size * p.wcols.size
+        return self.pairs.size, self.pairs.nnz
 
 
 def _row_blocks(m: int, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 # A pivot block B is used when |det B| ≥ PIVOT_TOL · (|B_jj B_vv| + |B_jv B_vj|).
 PIVOT_TOL = 1e-10
@@ -41,6 +42,7 @@ class PairPlan:
         col: (positions, row among ``urows``, pair) of J_Rv's nonzeros; ``urows`` are
             the rows of S they touch (indices into ``keep``).
         row: (positions, column among ``wcols``, pair) of J_vR's nonzeros.
+        nnz: S's structural nonzeros.
     """
 
     j: np.ndarray
@@ -52,6 +54,7 @@ class PairPlan:
     row: tuple[np.ndarray, np.ndarray, np.ndarray]
     urows: np.ndarray
     wcols: np.ndarray
+    nnz: int
 
     @property
     def size(self) -> int:
@@ -96,9 +99,19 @@ def pair_plan(N: int, n: int, zero: int, flat: np.ndarray) -> PairPlan | None:
     w = np.flatnonzero((pair[row] >= 0) & (local[col] >= 0))
     urows, u_at = np.unique(local[row[u]], return_inverse=True)
     wcols, w_at = np.unique(local[col[w]], return_inverse=True)
-    return PairPlan(j, v, keep, block,
-                    (rest, local[row[rest]] * keep.size + local[col[rest]]),
-                    (u, u_at, pair[col[u]]), (w, w_at, pair[row[w]]), urows, wcols)
+    flat_rest = local[row[rest]] * keep.size + local[col[rest]]
+    return PairPlan(j, v, keep, block, (rest, flat_rest),
+                    (u, u_at, pair[col[u]]), (w, w_at, pair[row[w]]), urows, wcols,
+                    _nnz(keep.size, flat_rest, urows[u_at], pair[col[u]],
+                         pair[row[w]], wcols[w_at], v.size))
+
+
+def _nnz(size, flat_rest, u_row, u_pair, w_pair, w_col, k) -> int:
+    """Structural nonzeros of S: J_RR's and those of the update J_Rv (B⁻¹)_vv J_vR."""
+    U = sp.csr_array((np.ones(u_row.size), (u_row, u_pair)), shape=(size, k))
+    W = sp.csr_array((np.ones(w_col.size), (w_pair, w_col)), shape=(k, size))
+    update = (U @ W).tocoo()
+    return int(np.union1d(flat_rest, update.row * size + update.col).size)
 
 
 def matrices(plan: PairPlan, values: np.ndarray):
