@@ -179,7 +179,8 @@ _PATTERNS: dict[tuple[int, Layout], KKTPattern] = {}
 
 def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarray,
                D: ConeJacobian) -> np.ndarray:
-    """(B, nnz) values of J on ``pattern`` for a batch."""
+    """(B, nnz) values of J on ``pattern`` for a batch, as the transpose of a C-ordered
+    (nnz, B) array (the layout of J's products; column gathers stay row gathers)."""
     batch = a_vals.shape[0]
     ones = np.ones((1, batch))
     # In (entries, batch) layout: row gathers, and a sparse product with no transposed copy.
@@ -189,7 +190,7 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
     scaled, signed = pattern.scaled, pattern.signed
     products[scaled] *= dflat[pattern.dsrc[scaled]]
     products[signed] *= pattern.sign[signed, None]
-    return np.ascontiguousarray((pattern.gather @ products).T)
+    return (pattern.gather @ products).T  # a view of the (nnz, B) products: see KKTMatrix
 
 
 def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:

@@ -78,7 +78,8 @@ class KKTMatrix:
 
     def __init__(self, pattern: KKTPattern, values: np.ndarray, dense_form: bool) -> None:
         self.pattern, self.values, self.is_dense = pattern, values, dense_form
-        self._values_t: np.ndarray | None = None
+        # The (nnz, B) layout of the products, kept when the values come in it.
+        self._values_t: np.ndarray | None = values.T if values.T.flags.c_contiguous else None
 
     @property
     def batch(self) -> int:

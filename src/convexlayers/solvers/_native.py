@@ -76,9 +76,9 @@ def dense_profile(structure: Any) -> tuple[int, float] | None:
 def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
     """The automatic choice (``solver=None``): NATIVE where the benchmark measured it
     faster than Clarabel, i.e. dense reduced systems (density at least ``AUTO_DENSITY``:
-    dense QPs, least squares, ℓ1 fitting with a dense A at 56%) of at most ``MAX_DENSE`` unknowns, in batches with
-    batch × unknowns at least ``AUTO_WORK``; Clarabel for sparse structure (MPC,
-    sparsemax, ℓ1 with many auxiliary variables) and small calls."""
+    dense QPs, least squares, ℓ1 fitting with a dense A at 56%) of at most
+    ``MAX_DENSE`` unknowns, in batches with batch × unknowns at least ``AUTO_WORK``;
+    Clarabel for sparse structure (MPC at 5%, sparsemax at 3%) and small calls."""
     if profile is None:
         return False
     size, density = profile
