@@ -33,7 +33,7 @@ _DEFAULTS = {"tol": 1e-9, "max_iter": 50}
 # slower), so the batch goes to Clarabel element by element.
 MAX_DENSE = 600
 # The automatic choice's thresholds (see prefers_native), from benchmarks/run.py.
-AUTO_DENSITY, AUTO_WORK = 0.5, 100
+AUTO_DENSITY, AUTO_WORK = 0.6, 100
 AUTO_CONES = frozenset({"zero", "nonneg"})
 # An element whose progress stalls (a degenerate solution: the scaling W grows like
 # 1/error² and its systems lose accuracy) is kept, as inaccurate, when its best point is
@@ -76,9 +76,10 @@ def dense_profile(structure: Any) -> tuple[int, float] | None:
 def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
     """The automatic choice (``solver=None``): NATIVE where the benchmark measured it
     faster than Clarabel, i.e. dense reduced systems (density at least ``AUTO_DENSITY``:
-    dense QPs, least squares, ℓ1 fitting with a dense A at 56%) of at most
-    ``MAX_DENSE`` unknowns, in batches with batch × unknowns at least ``AUTO_WORK``;
-    Clarabel for sparse structure (MPC at 5%, sparsemax at 3%) and small calls."""
+    dense QPs, least squares; not ℓ1 fitting with a dense A, at 56%, where NATIVE
+    measured 1.2-1.5x slower) of at most ``MAX_DENSE`` unknowns, in batches with
+    batch × unknowns at least ``AUTO_WORK``; Clarabel for sparse structure (MPC at 5%,
+    sparsemax at 3%) and small calls."""
     if profile is None:
         return False
     size, density = profile
