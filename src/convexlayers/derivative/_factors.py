@@ -1,9 +1,12 @@
 """Factorizations of the regularized KKT Jacobian J_δ = J + δ Σ for a whole batch.
 
-Dense factors are LAPACK's ``getrf`` called element by element *in place* on one
-(B, N, N) array: SciPy's batched ``lu_factor`` copies the batch in and stacks the
-results out, and on this size of problem (tens of MB per batch) each extra pass over
-memory costs about as much as the factorization itself.
+Three kinds: the dense J_δ LU-factored whole (:class:`DenseFactors`), the same after
+eliminating CVXPY's defined variables (:class:`SchurFactors`, see :mod:`._schur`), and
+SuperLU per element (:class:`SparseFactors`). Dense factors are LAPACK's ``getrf``
+called element by element *in place* on one (B, N, N) array: SciPy's batched
+``lu_factor`` copies the batch in and stacks the results out, and on this size of
+problem (tens of MB per batch) each extra pass over memory costs about as much as the
+factorization itself.
 """
 
 from __future__ import annotations
