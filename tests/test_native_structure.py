@@ -17,7 +17,7 @@ import torch
 
 from convexlayers._core import SolutionMap
 from convexlayers.solvers._cone_ops import Cones
-from convexlayers.solvers._elimination import Factorization, analyse
+from convexlayers.solvers._elimination import Factorization, _inverse, analyse
 from convexlayers.solvers._ipm import solve_qp_batch
 from convexlayers.solvers._native import _solve, dense_profile, prefers_native
 from convexlayers.solvers._presolve import defined, presolve
@@ -51,6 +51,23 @@ def test_elimination_solves_like_a_dense_solve(n, z, density):
     ref = np.linalg.solve(K, rhs[..., None])[..., 0]
     np.testing.assert_allclose(x, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
     assert sorted(plan.order) == list(range(n + z))
+
+
+def test_definite_blocks_are_inverted_and_the_others_survive():
+    """Cholesky inverses of definite blocks (either sign); an element that is not
+    definite is inverted by LU, a non-finite one gets the identity, a mixed-sign block
+    goes to LU whole."""
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((4, 7, 7))
+    M = G @ np.swapaxes(G, 1, 2) + 0.5 * np.eye(7)
+    M[1] = G[1] + G[1].T  # symmetric, indefinite
+    M[2, 0, 0] = np.nan
+    for signs in (np.ones(7), -np.ones(7), np.r_[np.ones(4), -np.ones(3)]):
+        sign = signs[0] if (signs == signs[0]).all() else 1.0
+        inv = _inverse(sign * M, signs)
+        for b in (0, 1, 3):
+            np.testing.assert_allclose(inv[b] @ (sign * M[b]), np.eye(7), atol=1e-9)
+        np.testing.assert_array_equal(inv[2], np.eye(7))
 
 
 def test_elimination_removes_auxiliary_structure():
