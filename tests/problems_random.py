@@ -44,8 +44,10 @@ ATOMS = {
 }
 # What a backend cannot take: ECOS has no P (CVXPY lifts sum_squares into an SOC, but
 # not a parametric quad_form), no power and no PSD cones. NATIVE (the batched
-# interior-point method) takes LPs and QPs: zero and nonnegative cones only.
+# interior-point method) takes zero, nonnegative, second-order and PSD cones (not the
+# exponential cone of neg_log_det).
 ECOS_UNSUPPORTED = frozenset({"quad_form", "pow", "psd"})
+NATIVE_FAMILIES = frozenset({"lp", "qp", "socp", "psd"})
 
 
 @dataclass(frozen=True)
@@ -439,7 +441,7 @@ class Builder:
             outputs += [r.constraint.dual_variables[0] for r in self.records]
         tags = {spec.family, *spec.objective}
         solvers = ["CLARABEL", "SCS"] + ([] if tags & ECOS_UNSUPPORTED else ["ECOS"])
-        if spec.family in ("lp", "qp") and set(spec.constraints) <= {"linear", "box"}:
+        if spec.family in NATIVE_FAMILIES and "neg_log_det" not in spec.objective:
             solvers.append("NATIVE")
         return Drawn(spec, self.problem, self.parameters, outputs, vals, exp, gp=self.gp,
                      solvers=tuple(solvers))

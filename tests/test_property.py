@@ -3,9 +3,10 @@
 Hypothesis draws a problem's structure (family, size, atoms in the objective and the
 constraints, equality constraints, batching, dual outputs; see problems_random.py and
 problems_dgp.py) and a seed for its numbers, and every backend that takes the problem
-solves it (ECOS has no PSD or power cones, nor a parametric quad_form; NATIVE takes LPs
-and QPs only). The solution is planted: x* and the duals are known exactly (to ~1e-10),
-the solution is unique and strictly complementary, so the derivative exists. Checked:
+solves it (ECOS has no PSD or power cones, nor a parametric quad_form; NATIVE takes
+no exponential or power cones). The solution is planted: x* and the duals are known
+exactly (to ~1e-10), the solution is unique and strictly complementary, so the
+derivative exists. Checked:
 
 - forward of the polished layer (``refine=True``) against the planted solution, 1e-8;
 - forward at the backend's own accuracy (``refine="auto"``, outputs are the solver's);

@@ -1,13 +1,16 @@
-"""The cones of the batched interior-point method: nonnegative orthant and second-order.
+"""The cones of the batched interior-point method: nonnegative orthant, second-order, PSD.
 
 Vectors are (B, l): the nonnegative rows first, then the second-order cones in CVXPY's
-row order, each ``(t, u)`` meaning ``t ≥ ‖u‖``. Both cones are symmetric, so the method
+row order, each ``(t, u)`` meaning ``t ≥ ‖u‖``, then the PSD cones (svec rows; their
+operations are in :mod:`._psd_ops`). The cones are symmetric, so the method
 uses the Nesterov–Todd scaling of Vandenberghe's CVXOPT ("The CVXOPT linear and quadratic
 cone program solvers", 2010): a block-diagonal symmetric W with ``W z = W⁻ᵀ s = λ``. On
 the orthant W = diag(√(s/z)); on a second-order cone W² = η² (2 w̄ w̄ᵀ − J) with
 J = diag(1, −I), w̄ the normalized scaling point and η = ((sᵀJs)/(zᵀJz))^¼. Jordan products are
 elementwise on the orthant and ``u ∘ v = (uᵀv, u₀ v₁ + v₀ u₁)`` on a second-order cone.
-Second-order cones of the same size are handled together as one (B, count, size) array.
+Second-order cones of the same size are handled together as one (B, count, size) array,
+and PSD cones of one order as one (B, count, k(k+1)/2) array. On a PSD cone W is not
+symmetric (W⁻ᵀ ≠ W⁻¹); on the others it is.
 """
 
 from __future__ import annotations
@@ -16,33 +19,44 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convexlayers.cones._dims import svec_size
+from convexlayers.solvers import _psd_ops as psd
+
 
 @dataclass(frozen=True)
 class Cones:
-    """``nonneg`` orthant rows, then second-order cones of sizes ``soc``."""
+    """``nonneg`` orthant rows, then second-order cones of sizes ``soc``, then PSD cones
+    of orders ``psd``. ``groups`` and ``psd_groups``: (size or order, rows (count, q))."""
 
     nonneg: int
     soc: tuple[int, ...] = ()
+    psd: tuple[int, ...] = ()
     groups: tuple[tuple[int, np.ndarray], ...] = field(init=False, repr=False, compare=False)
+    psd_groups: tuple[tuple[int, np.ndarray], ...] = field(init=False, repr=False,
+                                                             compare=False)
 
     def __post_init__(self) -> None:
-        starts = self.nonneg + np.concatenate([[0], np.cumsum(self.soc)[:-1]]).astype(int)
-        groups = []
-        for q in sorted(set(self.soc)):
-            first = starts[np.asarray(self.soc) == q]
-            groups.append((q, first[:, None] + np.arange(q)[None, :]))  # (count, q) rows
-        object.__setattr__(self, "groups", tuple(groups))
+        widths = [svec_size(k) for k in self.psd]
+        object.__setattr__(self, "groups", _grouped(self.nonneg, self.soc, self.soc))
+        object.__setattr__(self, "psd_groups", _grouped(self.nonneg + sum(self.soc),
+                                                        self.psd, widths))
 
     @property
     def degree(self) -> int:
-        return self.nonneg + len(self.soc)
+        return self.nonneg + len(self.soc) + sum(self.psd)
+
+    @property
+    def size(self) -> int:
+        return self.nonneg + sum(self.soc) + sum(svec_size(k) for k in self.psd)
 
     def identity(self) -> np.ndarray:
         """e: ones on the orthant, (1, 0, …, 0) on each second-order cone."""
-        e = np.zeros(self.nonneg + sum(self.soc))
+        e = np.zeros(self.size)
         e[: self.nonneg] = 1.0
         for _, rows in self.groups:
             e[rows[:, 0]] = 1.0
+        for k, rows in self.psd_groups:
+            e[rows] = psd.identity(k)
         return e
 
     def min_eig(self, v: np.ndarray) -> np.ndarray:
@@ -51,6 +65,8 @@ class Cones:
         for _, rows in self.groups:
             b = v[:, rows]
             out = np.minimum(out, (b[..., 0] - np.linalg.norm(b[..., 1:], axis=-1)).min(axis=1))
+        for k, rows in self.psd_groups:
+            out = np.minimum(out, psd.min_eig(v[:, rows], k).min(axis=1))
         return out
 
     def raise_to(self, v: np.ndarray, floor: np.ndarray) -> None:
@@ -62,6 +78,8 @@ class Cones:
             b = v[:, rows]
             lo = b[..., 0] - np.linalg.norm(b[..., 1:], axis=-1)
             v[:, rows[:, 0]] += np.maximum(0.0, floor[:, None] - lo)
+        for k, rows in self.psd_groups:
+            v[:, rows] = psd.raise_to(v[:, rows], floor, k)
 
     def prod(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Jordan product u ∘ v."""
@@ -71,6 +89,8 @@ class Cones:
             r = a[..., :1] * b + b[..., :1] * a
             r[..., 0] = (a * b).sum(axis=-1)
             out[:, rows] = r
+        for k, rows in self.psd_groups:
+            out[:, rows] = psd.prod(u[:, rows], v[:, rows], k)
         return out
 
     def div(self, lam: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -84,6 +104,8 @@ class Cones:
             x[..., 0] = x0
             x[..., 1:] = (b[..., 1:] - x0[..., None] * a[..., 1:]) / a[..., :1]
             out[:, rows] = x
+        for k, rows in self.psd_groups:
+            out[:, rows] = psd.div(lam[:, rows], r[:, rows], k)
         return out
 
     def max_step(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
@@ -93,6 +115,8 @@ class Cones:
         alpha = np.minimum(1.0, ratio.min(axis=1, initial=np.inf))
         for _, rows in self.groups:
             alpha = np.minimum(alpha, _soc_step(v[:, rows], dv[:, rows]).min(axis=1))
+        for k, rows in self.psd_groups:
+            alpha = np.minimum(alpha, psd.max_step(v[:, rows], dv[:, rows], k).min(axis=1))
         return alpha
 
     def scaling(self, s: np.ndarray, z: np.ndarray) -> Scaling:
@@ -100,7 +124,20 @@ class Cones:
         k = self.nonneg
         d = np.sqrt(s[:, :k] / z[:, :k])
         soc = [_soc_scaling(s[:, rows], z[:, rows]) for _, rows in self.groups]
-        return Scaling(self, d, soc)
+        mats = [psd.scaling(s[:, rows], z[:, rows], k) for k, rows in self.psd_groups]
+        return Scaling(self, d, soc, mats)
+
+
+def _grouped(start: int, sizes: tuple[int, ...], widths) -> tuple[tuple[int, np.ndarray], ...]:
+    """Cones laid out from row ``start`` with ``widths`` rows each, grouped by ``sizes``:
+    per size, the (count, width) rows of its cones."""
+    starts = start + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int)
+    groups = []
+    for q in sorted(set(sizes)):
+        mask = np.asarray(sizes) == q
+        width = int(np.asarray(widths)[mask][0])
+        groups.append((q, starts[mask][:, None] + np.arange(width)[None, :]))
+    return tuple(groups)
 
 
 def _soc_step(x: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -136,13 +173,16 @@ def _soc_scaling(s: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class Scaling:
     """The NT scaling W of a batch: ``d`` (B, nonneg) on the orthant, ``soc`` one
-    (w̄, η) per group of second-order cones of one size."""
+    (w̄, η) per group of second-order cones of one size, ``psd`` one (R, R⁻¹) per group
+    of PSD cones of one order (:mod:`._psd_ops`)."""
 
     cones: Cones
     d: np.ndarray
     soc: list[tuple[np.ndarray, np.ndarray]]
+    psd: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
-    def _apply(self, v: np.ndarray, inverse: bool, times: int = 1) -> np.ndarray:
+    def _apply(self, v: np.ndarray, inverse: bool, times: int = 1,
+               transpose: bool = False) -> np.ndarray:
         k = self.cones.nonneg
         out = np.empty_like(v)
         out[:, :k] = v[:, :k] * (self.d ** (-times if inverse else times))
@@ -151,15 +191,26 @@ class Scaling:
             for _ in range(times):
                 b = _soc_apply(wbar, eta, b, inverse)
             out[:, rows] = b
+        for (order, rows), (R, Rinv) in zip(self.cones.psd_groups, self.psd, strict=True):
+            # W X = RᵀXR, W⁻¹ X = R⁻ᵀXR⁻¹, W⁻ᵀ X = R⁻¹XR⁻ᵀ, (WᵀW)⁻¹ = W⁻¹W⁻ᵀ.
+            b = v[:, rows]
+            if times == 2:
+                b = psd.congruence(Rinv, b, order, transpose=True)
+            out[:, rows] = psd.congruence(Rinv if inverse else R, b, order,
+                                          transpose=transpose)
         return out
 
     def w(self, v: np.ndarray) -> np.ndarray:
-        """W v (W is symmetric)."""
+        """W v."""
         return self._apply(v, inverse=False)
 
     def winv(self, v: np.ndarray) -> np.ndarray:
         """W⁻¹ v."""
         return self._apply(v, inverse=True)
+
+    def winv_t(self, v: np.ndarray) -> np.ndarray:
+        """W⁻ᵀ v (W⁻¹ v but on PSD cones)."""
+        return self._apply(v, inverse=True, transpose=True)
 
     def hinv(self, v: np.ndarray) -> np.ndarray:
         """(WᵀW)⁻¹ v."""
@@ -181,6 +232,12 @@ class Scaling:
             out.append((2.0 * jw[..., :, None] * jw[..., None, :] - J)
                        / (eta**2)[..., None, None])
         return out
+
+    def psd_blocks(self) -> list[np.ndarray]:
+        """Per group of PSD cones, (WᵀW)⁻¹'s blocks (B, count, d, d): X ↦ G X G with
+        G = R⁻ᵀR⁻¹."""
+        return [psd.hessian_block(np.swapaxes(Rinv, -1, -2) @ Rinv, order)
+                for (order, _), (_, Rinv) in zip(self.cones.psd_groups, self.psd, strict=True)]
 
 
 def _soc_apply(wbar, eta, v, inverse: bool) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""A batched primal-dual interior-point method for LPs, QPs and SOCPs.
+"""A batched primal-dual interior-point method for LPs, QPs, SOCPs and SDPs.
 
     minimize ½ xᵀP x + qᵀx   subject to   A_z x = b_z,   A_l x + s = b_l,   s ∈ K
 
-with K a product of nonnegative orthants and second-order cones (:mod:`._cone_ops`).
+with K a product of nonnegative orthants, second-order and PSD cones (:mod:`._cone_ops`).
 Every element of a batch shares the sparsity pattern, so the whole batch is one array
 program: each iteration forms and factors the reduced KKT matrices of all unfinished
 elements at once (:mod:`._reduced`) and takes Mehrotra's predictor-corrector step in the
@@ -110,7 +110,7 @@ def _iterate(qp: BatchQP, layout: Layout, x, yz, yl, s):
     mu_aff = ((s + alpha * aff[3]) * (yl + alpha * aff[2])).sum(axis=1) / max(cone.degree, 1)
     sigma = (mu_aff / np.maximum(mu, np.finfo(float).tiny)) ** 3
     # Mehrotra's corrector: (W⁻ᵀ ds_aff) ∘ (W dz_aff), and the centering σμe.
-    r_s = (cone.prod(lam, lam) + cone.prod(sc.winv(aff[3]), sc.w(aff[2]))
+    r_s = (cone.prod(lam, lam) + cone.prod(sc.winv_t(aff[3]), sc.w(aff[2]))
            - (sigma * mu)[:, None] * cone.identity())
     dx, dyz, dyl, ds = _direction(qp, red, sc, lam, r_x, r_z, r_l, r_s)
     a = (_STEP * np.minimum(cone.max_step(s, ds), cone.max_step(yl, dyl)))[:, None]

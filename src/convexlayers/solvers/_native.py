@@ -53,7 +53,7 @@ def batch_qp(structure: Any, data: np.ndarray) -> BatchQP:
         P[:, structure.P.rows, structure.P.cols] = p_vals
         P[:, structure.P.cols, structure.P.rows] = p_vals
     z = structure.dims.zero
-    cones = Cones(structure.dims.nonneg, structure.dims.soc)
+    cones = Cones(structure.dims.nonneg, structure.dims.soc, structure.dims.psd)
     return BatchQP(P, q, A[:, :z], b[:, :z], A[:, z:], b[:, z:], cones)
 
 
@@ -102,7 +102,7 @@ class NativeSolver(AbstractSolver):
 
     name = "NATIVE"
     supports_quadratic_objective = True
-    supported_cones = frozenset({"zero", "nonneg", "soc"})
+    supported_cones = frozenset({"zero", "nonneg", "soc", "psd"})
     native_keys = frozenset(_DEFAULTS)
     native_kinds: ClassVar[Mapping[str, str]] = {"tol": "positive number",
                                                  "max_iter": "positive int"}

@@ -61,67 +61,94 @@ def plan_for(qp: BatchQP) -> Plan:
 
 @dataclass(frozen=True)
 class _Pairs:
-    """A_lᵀ W A_l from products of nonzeros in the same row: nonzeros (``rows``,
-    ``cols``), pairs (``left``, ``right``) of them, and ``gather`` (n², pairs), which
-    sums the pairs' products into H."""
+    """Gᵀ M G for one group of cones (rows (count, q) of A_l, M block diagonal with one
+    (q, q) block per cone) from products of nonzeros of G in the same cone: nonzeros
+    (``cone``, ``row``, ``col``) (row: within the cone), pairs (``left``, ``right``) of
+    them, and ``gather`` (n², pairs), which sums the pairs' products into H."""
 
-    rows: np.ndarray
-    cols: np.ndarray
+    cone: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
     left: np.ndarray
     right: np.ndarray
     gather: sp.csr_array
 
+    def product(self, G: np.ndarray, M: np.ndarray | None) -> np.ndarray:
+        """Gᵀ M G (B, n, n) for G (B, count, q, n), M (B, count, q, q) (None: I)."""
+        a = G[:, self.cone, self.row, self.col]
+        vals = a[:, self.left] * a[:, self.right]
+        r, c = self.row[self.left], self.row[self.right]
+        if M is None:
+            vals *= r == c
+        else:
+            vals *= M[:, self.cone[self.left], r, c]
+        n = G.shape[-1]
+        return (self.gather @ vals.T).T.reshape(-1, n, n)
+
+
+def _pairs(pattern: np.ndarray) -> _Pairs | None:
+    """The pairs of a group whose pattern (count, q, n) makes them cost a twentieth of
+    the dense product's flops (sparse rows: bounds, ``abs``, MPC constraints, a PSD
+    variable's own svec), since a sparse gather is about that much slower per flop than
+    BLAS; None otherwise."""
+    count, q, n = pattern.shape
+    cone, row, col = np.nonzero(pattern)  # sorted by cone
+    per = np.bincount(cone, minlength=count)[cone]  # per nonzero: its cone's
+    dense = count * (q * q * n + q * n * n) if q > 1 else count * n * n
+    if 20 * per.sum() >= dense:
+        return None
+    left = np.repeat(np.arange(cone.size), per)
+    first = np.repeat(np.cumsum(per) - per, per)
+    start = np.searchsorted(cone, cone)  # the cone's first nonzero
+    right = start[left] + np.arange(left.size) - first
+    gather = sp.csr_array((np.ones(left.size), (col[left] * n + col[right],
+                                                 np.arange(left.size))),
+                          shape=(n * n, left.size))
+    return _Pairs(cone, row, col, left, right, gather)
+
 
 @dataclass(frozen=True)
 class Layout:
-    """What every iteration of a batch shares: the elimination plan and, when A_l is
-    sparse enough, the pairs that form A_lᵀ W A_l."""
+    """What every iteration of a batch shares: the elimination plan and, per group of
+    cones (the orthant's rows, then each group of second-order and of PSD cones), the
+    pairs that form its part of A_lᵀ (WᵀW)⁻¹ A_l where its rows are sparse enough."""
 
     plan: Plan
-    pairs: _Pairs | None = None
+    pairs: tuple[_Pairs | None, ...]
 
     def hessian(self, qp: BatchQP, scaling: Scaling | None) -> np.ndarray:
         """A_lᵀ (WᵀW)⁻¹ A_l for the batch (B, n, n); W = I when ``scaling`` is None."""
-        cone = qp.cone
-        k = cone.nonneg
-        Al = qp.Al[:, :k]
-        w = np.ones(Al.shape[:2]) if scaling is None else scaling.orthant_weights()
-        pr = self.pairs
-        if pr is None:
-            H = np.swapaxes(Al, 1, 2) @ (w[:, :, None] * Al)
-        else:
-            a = Al[:, pr.rows, pr.cols]
-            vals = w[:, pr.rows[pr.left]] * a[:, pr.left] * a[:, pr.right]
-            n = qp.q.shape[1]
-            H = (pr.gather @ vals.T).T.reshape(-1, n, n)
-        blocks = None if scaling is None else scaling.soc_blocks()
-        for g, (_, rows) in enumerate(cone.groups):
+        groups = _groups(qp.cone)
+        blocks: list[np.ndarray | None] = [None] * len(groups)
+        if scaling is not None:
+            w = scaling.orthant_weights()
+            blocks = [w[:, :, None, None], *scaling.soc_blocks(), *scaling.psd_blocks()]
+        B, n = qp.q.shape
+        H = np.zeros((B, n, n))
+        for rows, M, pairs in zip(groups, blocks, self.pairs, strict=True):
             G = qp.Al[:, rows]  # (B, count, q, n)
-            MG = G if blocks is None else blocks[g] @ G
-            H += np.swapaxes(G.reshape(G.shape[0], -1, G.shape[-1]), 1, 2) @ MG.reshape(
-                G.shape[0], -1, G.shape[-1])
+            if pairs is not None:
+                H += pairs.product(G, M)
+            elif rows.shape[1] == 1:  # the orthant: M diagonal
+                G = G[:, :, 0]
+                H += np.swapaxes(G, 1, 2) @ (G if M is None else M[:, :, 0] * G)
+            else:
+                MG = G if M is None else M @ G
+                H += np.swapaxes(G.reshape(B, -1, n), 1, 2) @ MG.reshape(B, -1, n)
         return H
 
 
+def _groups(cone: Cones) -> list[np.ndarray]:
+    """The rows (count, q) of each group of cones: the orthant's (one row per cone),
+    then those of :attr:`Cones.groups` and :attr:`Cones.psd_groups`."""
+    return [np.arange(cone.nonneg)[:, None],
+            *(rows for _, rows in (*cone.groups, *cone.psd_groups))]
+
+
 def layout_for(qp: BatchQP) -> Layout:
-    """The batch's :class:`Layout`: pairs of nonzeros where they cost a twentieth of the
-    dense product's flops (sparse rows: bounds, ``abs`` and MPC constraints), since a
-    sparse gather is about that much slower per flop than BLAS."""
-    plan = plan_for(qp)
-    Alp = (qp.Al[:, : qp.cone.nonneg] != 0).any(axis=0)  # the orthant's rows
-    rows, cols = np.nonzero(Alp)
-    counts = np.bincount(rows, minlength=Alp.shape[0])[rows]  # per nonzero: its row's
-    if 20 * counts.sum() >= Alp.size * Alp.shape[1]:
-        return Layout(plan)
-    left = np.repeat(np.arange(rows.size), counts)
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    start = np.searchsorted(rows, rows)  # the row's first nonzero
-    right = start[left] + np.arange(left.size) - first
-    n = Alp.shape[1]
-    gather = sp.csr_array((np.ones(left.size), (cols[left] * n + cols[right],
-                                                 np.arange(left.size))),
-                          shape=(n * n, left.size))
-    return Layout(plan, _Pairs(rows, cols, left, right, gather))
+    """The batch's :class:`Layout`."""
+    Alp = (qp.Al != 0).any(axis=0)
+    return Layout(plan_for(qp), tuple(_pairs(Alp[rows]) for rows in _groups(qp.cone)))
 
 
 def kkt_pattern(qp: BatchQP) -> tuple[np.ndarray, np.ndarray]:
@@ -132,9 +159,10 @@ def kkt_pattern(qp: BatchQP) -> tuple[np.ndarray, np.ndarray]:
     Alp = (qp.Al != 0).any(axis=0)
     Azp = (qp.Az != 0).any(axis=0)
     pattern = np.zeros((n + z, n + z), dtype=bool)
-    # Columns couple when they share an orthant row or a second-order cone.
+    # Columns couple when they share an orthant row or a second-order or PSD cone.
     touch = np.concatenate([Alp[: qp.cone.nonneg]] + [
-        Alp[rows].any(axis=1) for _, rows in qp.cone.groups]).astype(np.int32)
+        Alp[rows].any(axis=1) for _, rows in (*qp.cone.groups, *qp.cone.psd_groups)]
+    ).astype(np.int32)
     pattern[:n, :n] = Pp | ((touch.T @ touch) > 0)
     pattern[n:, :n] = Azp
     pattern[:n, n:] = Azp.T
