@@ -61,8 +61,8 @@ def _ours_clarabel(w: Workload, threads: int) -> Call:
 
 def _native_supports(w: Workload) -> str | None:
     cones = set(w.cones.split(" (")[0].split(", ")) - {"none"}
-    return None if cones <= {"zero", "nonneg", "soc"} else \
-        "the native solver takes zero, nonnegative and second-order cones only"
+    return None if cones <= {"zero", "nonneg", "soc", "psd"} else \
+        "the native solver takes no exponential or power cones"
 
 
 def _cvxpylayers(solver: str | None, args: dict) -> Callable[[Workload, int], Call]:

@@ -253,6 +253,23 @@ def sparsemax(n: int, batch: int) -> Workload:
                     cones="zero, nonneg (+ P)", sizes={"n": n})
 
 
+# -- (j) SDP: projection onto the spectraplex, min ‖X − C‖_F² s.t. X ⪰ 0, tr X = 1 -----------
+def sdp(k: int, batch: int) -> Workload:
+    def build() -> Built:
+        X = cp.Variable((k, k), symmetric=True, name="X")
+        C = cp.Parameter((k, k), symmetric=True, name="C")
+        cons = [X >> 0, cp.trace(X) == 1]
+        prob = cp.Problem(cp.Minimize(cp.sum_squares(X - C)), cons)
+        return prob, [C], [X, cons[0].dual_variables[0]]
+
+    def values(seed: int) -> list[np.ndarray]:
+        G = _rng(seed, f"sdp{k}").standard_normal((batch, k, k))
+        return [0.5 * (G + np.swapaxes(G, 1, 2))]
+
+    return Workload("sdp_spectraplex", f"k={k} B={batch}", batch, build, values,
+                    qpth_skip="has a PSD cone", cones="zero, psd (+ P)", sizes={"k": k})
+
+
 def suite(quick: bool) -> list[Workload]:
     """The workloads of a quick or a full run."""
     if quick:
@@ -260,7 +277,7 @@ def suite(quick: bool) -> list[Workload]:
             dense_qp(10, 1), dense_qp(10, 32), dense_qp(50, 8),
             readme_lp(20, 10, 8), ridge(30, 10, 8), portfolio_socp(20, 8),
             logistic(30, 5, 4), sparse_qp(300, 2),
-            mpc(10, 16), robust_regression(20, 10, 16), sparsemax(30, 32),
+            mpc(10, 16), robust_regression(20, 10, 16), sparsemax(30, 32), sdp(4, 16),
         ]
     return [
         *(dense_qp(n, b) for n in (10, 50, 100) for b in (1, 32, 128)),
@@ -270,4 +287,5 @@ def suite(quick: bool) -> list[Workload]:
         logistic(50, 5, 16), logistic(200, 20, 16),
         sparse_qp(2000, 1), sparse_qp(2000, 4),
         mpc(10, 64), robust_regression(30, 15, 64), sparsemax(100, 256),
+        sdp(6, 64), sdp(20, 16),
     ]

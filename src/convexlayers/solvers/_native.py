@@ -1,7 +1,7 @@
 """The native backend: the whole batch solved as one array program (no per-element calls).
 
-Zero, nonnegative and second-order cones with a quadratic objective (LPs, QPs, SOCPs):
-the batched interior-point method of :mod:`._ipm`. An element it does not solve to
+Zero, nonnegative, second-order and PSD cones with a quadratic objective (LPs, QPs,
+SOCPs, SDPs): the batched interior-point method of :mod:`._ipm`. An element it does not solve to
 tolerance (infeasible, unbounded, or badly conditioned: this method certifies none of them) is
 handed to Clarabel, whose homogeneous embedding reports the right status, so a batch
 never loses an element to the fast path.
@@ -98,7 +98,8 @@ def _solve(qp: BatchQP, opts: Mapping[str, Any], warm) -> IPMResult:
 
 
 class NativeSolver(AbstractSolver):
-    """Batched primal-dual interior point for LPs, QPs and SOCPs, Clarabel where it fails."""
+    """Batched primal-dual interior point for LPs, QPs, SOCPs and SDPs, Clarabel where it
+    fails."""
 
     name = "NATIVE"
     supports_quadratic_objective = True
