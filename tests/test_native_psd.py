@@ -36,10 +36,12 @@ def test_psd_nt_scaling_and_jordan_identities():
     np.testing.assert_allclose(lam, sc.winv_t(s), atol=1e-12)  # W z = W⁻ᵀ s = λ
     np.testing.assert_allclose(sc.winv(sc.w(r)), r, atol=1e-11)
     np.testing.assert_allclose((lam * lam).sum(1), (s * z).sum(1), rtol=1e-12)
-    np.testing.assert_allclose(CONES.prod(lam, CONES.div(lam, r)), r, atol=1e-11)
     for k, rows in CONES.psd_groups:  # λ is diagonal on each PSD cone
         L = smat(lam[:, rows], k)
         np.testing.assert_allclose(L - L * np.eye(k), 0.0, atol=1e-12)
+    exact = sc.lam(z)  # the same λ, its PSD blocks from the SVD's singular values
+    np.testing.assert_allclose(exact, lam, atol=1e-12)
+    np.testing.assert_allclose(CONES.prod(exact, sc.div(exact, r)), r, atol=1e-11)
     # (WᵀW)⁻¹ as blocks equals the operator, and ⟨u, W v⟩ = ⟨Wᵀ u, v⟩ with Wᵀ = (W⁻ᵀ)⁻¹
     for (_, rows), M in zip(CONES.psd_groups, sc.psd_blocks(), strict=True):
         np.testing.assert_allclose((M @ r[:, rows, None])[..., 0], sc.hinv(r)[:, rows],
@@ -50,10 +52,15 @@ def test_psd_nt_scaling_and_jordan_identities():
                                rtol=1e-10)
 
 
-def test_psd_max_step_reaches_the_boundary():
+@pytest.mark.parametrize("primal", [True, False])
+def test_psd_max_step_reaches_the_boundary(primal):
+    """The step to the boundary, taken in the scaled space (λ + α W⁻ᵀ ds for s,
+    λ + α W dz for z), is the step of the unscaled point."""
     rng = np.random.default_rng(1)
-    v, dv = _inside(rng, 40), 3.0 * rng.standard_normal((40, CONES.size))
-    alpha = CONES.max_step(v, dv)
+    v, other = _inside(rng, 40), _inside(rng, 40)
+    dv = 3.0 * rng.standard_normal((40, CONES.size))
+    sc = CONES.scaling(v, other) if primal else CONES.scaling(other, v)
+    alpha = sc.max_step(v, dv, primal)
     assert (CONES.min_eig(v + 0.999 * alpha[:, None] * dv) > 0).all()
     hit = alpha < 1.0
     assert hit.sum() > 10

@@ -31,17 +31,20 @@ def test_nt_scaling_and_jordan_identities():
     lam = sc.w(z)
     np.testing.assert_allclose(lam, sc.winv(s), atol=1e-12)  # W z = W⁻ᵀ s = λ
     np.testing.assert_allclose((lam * lam).sum(1), (s * z).sum(1), rtol=1e-12)
-    np.testing.assert_allclose(CONES.prod(lam, CONES.div(lam, r)), r, atol=1e-12)
+    np.testing.assert_allclose(sc.lam(z), lam)
+    np.testing.assert_allclose(CONES.prod(lam, sc.div(lam, r)), r, atol=1e-12)
     np.testing.assert_allclose(sc.hinv(sc.w(sc.w(r))), r, atol=1e-11)
     for (_, rows), M in zip(CONES.groups, sc.soc_blocks(), strict=True):
         np.testing.assert_allclose((M @ r[:, rows, None])[..., 0], sc.hinv(r)[:, rows],
                                    atol=1e-11)
 
 
-def test_max_step_reaches_the_boundary():
+@pytest.mark.parametrize("primal", [True, False])
+def test_max_step_reaches_the_boundary(primal):
     rng = np.random.default_rng(1)
-    v, dv = _inside(rng, 50), 3.0 * rng.standard_normal((50, 18))
-    alpha = CONES.max_step(v, dv)
+    v, other, dv = _inside(rng, 50), _inside(rng, 50), 3.0 * rng.standard_normal((50, 18))
+    sc = CONES.scaling(v, other) if primal else CONES.scaling(other, v)
+    alpha = sc.max_step(v, dv, primal)
     assert (CONES.min_eig(v + 0.999 * alpha[:, None] * dv) > 0).all()
     hit = alpha < 1.0
     assert hit.sum() > 10

@@ -93,9 +93,11 @@ class Cones:
             out[:, rows] = psd.prod(u[:, rows], v[:, rows], k)
         return out
 
-    def div(self, lam: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """x with λ ∘ x = r (λ inside the cone)."""
-        out = r / lam
+    def div_lorentz(self, lam: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """x with λ ∘ x = r on the orthant and second-order cones (λ inside; the PSD
+        rows are r's, for :meth:`Scaling.div` to overwrite)."""
+        out = r.copy()
+        out[:, : self.nonneg] = r[:, : self.nonneg] / lam[:, : self.nonneg]
         for _, rows in self.groups:
             a, b = lam[:, rows], r[:, rows]
             det = a[..., 0] ** 2 - (a[..., 1:] ** 2).sum(axis=-1)
@@ -104,19 +106,16 @@ class Cones:
             x[..., 0] = x0
             x[..., 1:] = (b[..., 1:] - x0[..., None] * a[..., 1:]) / a[..., :1]
             out[:, rows] = x
-        for k, rows in self.psd_groups:
-            out[:, rows] = psd.div(lam[:, rows], r[:, rows], k)
         return out
 
-    def max_step(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
-        """Per element, the largest α ≤ 1 with v + α dv in the cone (v inside)."""
+    def step_lorentz(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """Per element, the largest α ≤ 1 with v + α dv in the orthant and second-order
+        cones (v inside; PSD cones: :meth:`Scaling.max_step`)."""
         head, dhead = v[:, : self.nonneg], dv[:, : self.nonneg]
         ratio = np.where(dhead < 0, -head / np.where(dhead < 0, dhead, -1.0), np.inf)
         alpha = np.minimum(1.0, ratio.min(axis=1, initial=np.inf))
         for _, rows in self.groups:
             alpha = np.minimum(alpha, _soc_step(v[:, rows], dv[:, rows]).min(axis=1))
-        for k, rows in self.psd_groups:
-            alpha = np.minimum(alpha, psd.max_step(v[:, rows], dv[:, rows], k).min(axis=1))
         return alpha
 
     def scaling(self, s: np.ndarray, z: np.ndarray) -> Scaling:
@@ -179,7 +178,7 @@ class Scaling:
     cones: Cones
     d: np.ndarray
     soc: list[tuple[np.ndarray, np.ndarray]]
-    psd: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    psd: list[tuple[np.ndarray, ...]] = field(default_factory=list)
 
     def _apply(self, v: np.ndarray, inverse: bool, times: int = 1,
                transpose: bool = False) -> np.ndarray:
@@ -191,7 +190,7 @@ class Scaling:
             for _ in range(times):
                 b = _soc_apply(wbar, eta, b, inverse)
             out[:, rows] = b
-        for (order, rows), (R, Rinv) in zip(self.cones.psd_groups, self.psd, strict=True):
+        for (order, rows), (R, Rinv, _) in zip(self.cones.psd_groups, self.psd, strict=True):
             # W X = RᵀXR, W⁻¹ X = R⁻ᵀXR⁻¹, W⁻ᵀ X = R⁻¹XR⁻ᵀ, (WᵀW)⁻¹ = W⁻¹W⁻ᵀ.
             b = v[:, rows]
             if times == 2:
@@ -237,7 +236,34 @@ class Scaling:
         """Per group of PSD cones, (WᵀW)⁻¹'s blocks (B, count, d, d): X ↦ G X G with
         G = R⁻ᵀR⁻¹."""
         return [psd.hessian_block(np.swapaxes(Rinv, -1, -2) @ Rinv, order)
-                for (order, _), (_, Rinv) in zip(self.cones.psd_groups, self.psd, strict=True)]
+                for (order, _), (_, Rinv, _) in zip(self.cones.psd_groups, self.psd,
+                                                    strict=True)]
+
+    def lam(self, z: np.ndarray) -> np.ndarray:
+        """λ = W z (= W⁻ᵀ s), exactly diagonal on PSD cones."""
+        out = self.w(z)
+        for (order, rows), (_, _, lam) in zip(self.cones.psd_groups, self.psd, strict=True):
+            out[:, rows] = psd.diagonal(lam, order)
+        return out
+
+    def div(self, lam: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """x with λ ∘ x = r for this scaling's ``lam`` (:meth:`lam`)."""
+        out = self.cones.div_lorentz(lam, r)
+        for (order, rows), (_, _, d) in zip(self.cones.psd_groups, self.psd, strict=True):
+            out[:, rows] = psd.diagonal_div(d, r[:, rows], order)
+        return out
+
+    def max_step(self, v: np.ndarray, dv: np.ndarray, primal: bool) -> np.ndarray:
+        """Per element, the largest α ≤ 1 with v + α dv in the cone, v the scaling's point
+        (s if ``primal``, else z): on PSD cones from λ + α W⁻ᵀ ds (or λ + α W dz), which
+        is in the cone exactly when v + α dv is (W is a congruence)."""
+        alpha = self.cones.step_lorentz(v, dv)
+        for (order, rows), (R, Rinv, lam) in zip(self.cones.psd_groups, self.psd,
+                                                 strict=True):
+            scaled = psd.congruence(Rinv if primal else R, dv[:, rows], order,
+                                    transpose=primal)
+            alpha = np.minimum(alpha, psd.diagonal_step(lam, scaled, order).min(axis=1))
+        return alpha
 
 
 def _soc_apply(wbar, eta, v, inverse: bool) -> np.ndarray:

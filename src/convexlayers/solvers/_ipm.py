@@ -49,7 +49,7 @@ class IPMResult:
 def _direction(qp: BatchQP, red: Reduced, sc: Scaling, lam, r_x, r_z, r_l, r_s):
     """The Newton direction for residuals r_x, r_z, r_l and the complementarity target
     λ ∘ (W dz + W⁻ᵀ ds) = −r_s (CVXOPT's scaled form)."""
-    t = -qp.cone.div(lam, r_s)  # W dz + W⁻ᵀ ds = t
+    t = -sc.div(lam, r_s)  # W dz + W⁻ᵀ ds = t
     u = sc.hinv(r_l) + sc.winv(t)
     rhs = np.concatenate([-r_x - rmv(qp.Al, u), -r_z], axis=1)
     sol = red.solve(rhs)
@@ -103,17 +103,17 @@ def _iterate(qp: BatchQP, layout: Layout, x, yz, yl, s):
     r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
     mu = (s * yl).sum(axis=1) / max(cone.degree, 1)
     sc = cone.scaling(s, yl)
-    lam = sc.w(yl)
+    lam = sc.lam(yl)
     red = Reduced(qp, sc, layout)
     aff = _direction(qp, red, sc, lam, r_x, r_z, r_l, cone.prod(lam, lam))
-    alpha = np.minimum(cone.max_step(s, aff[3]), cone.max_step(yl, aff[2]))[:, None]
+    alpha = np.minimum(sc.max_step(s, aff[3], True), sc.max_step(yl, aff[2], False))[:, None]
     mu_aff = ((s + alpha * aff[3]) * (yl + alpha * aff[2])).sum(axis=1) / max(cone.degree, 1)
     sigma = (mu_aff / np.maximum(mu, np.finfo(float).tiny)) ** 3
     # Mehrotra's corrector: (W⁻ᵀ ds_aff) ∘ (W dz_aff), and the centering σμe.
     r_s = (cone.prod(lam, lam) + cone.prod(sc.winv_t(aff[3]), sc.w(aff[2]))
            - (sigma * mu)[:, None] * cone.identity())
     dx, dyz, dyl, ds = _direction(qp, red, sc, lam, r_x, r_z, r_l, r_s)
-    a = (_STEP * np.minimum(cone.max_step(s, ds), cone.max_step(yl, dyl)))[:, None]
+    a = (_STEP * np.minimum(sc.max_step(s, ds, True), sc.max_step(yl, dyl, False)))[:, None]
     x += a * dx
     yz += a * dyz
     yl += a * dyl

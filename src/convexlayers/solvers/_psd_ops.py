@@ -51,23 +51,33 @@ def prod(u: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
     return svec(_sym(U @ V))
 
 
-def div(lam: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
-    """X with λ ∘ X = r (λ ≻ 0): in λ's eigenbasis, X̃_ij = 2 r̃_ij / (λ_i + λ_j)."""
-    w, Q = _eig(lam, k)
-    Rt = np.swapaxes(Q, -1, -2) @ smat(r, k) @ Q
-    Xt = 2.0 * Rt / np.maximum(w[..., :, None] + w[..., None, :], _TINY)
-    return svec(Q @ Xt @ np.swapaxes(Q, -1, -2))
+def diagonal_div(lam: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
+    """X with λ ∘ X = r for λ = diag(``lam``) (B, c, k), the NT scaling's:
+    X_ij = 2 r_ij / (λ_i + λ_j), entrywise on svec entries, whose weights cancel."""
+    rows, cols = _svec_rows_cols(k)
+    return 2.0 * r / np.maximum(lam[..., rows] + lam[..., cols], _TINY)
 
 
-def max_step(v: np.ndarray, dv: np.ndarray, k: int) -> np.ndarray:
-    """(B, c): the largest α with V + α dV ⪰ 0 (V ≻ 0): -1 / the least eigenvalue of
-    V^{-1/2} dV V^{-1/2}, inf when it is nonnegative."""
-    w, Q = _eig(v, k)
-    half = Q / np.sqrt(np.maximum(w, _TINY))[..., None, :]  # V^{-1/2} = half Qᵀ
-    T = np.swapaxes(half, -1, -2) @ smat(dv, k) @ half
-    T = np.where(np.isfinite(T), T, 0.0)
-    lo = np.linalg.eigvalsh(_sym(T))[..., 0]
+def diagonal_step(lam: np.ndarray, dv: np.ndarray, k: int) -> np.ndarray:
+    """(B, c): the largest α with diag(``lam``) + α dV ⪰ 0: −1 / the least eigenvalue of
+    Λ^{-1/2} dV Λ^{-1/2} (a scaling of entries), inf when it is nonnegative."""
+    rows, cols = _svec_rows_cols(k)
+    root = 1.0 / np.sqrt(np.maximum(lam, _TINY))
+    T = smat(dv * root[..., rows] * root[..., cols], k)
+    lo = np.linalg.eigvalsh(np.where(np.isfinite(T), T, 0.0))[..., 0]
     return np.where(lo < 0, -1.0 / np.where(lo < 0, lo, -1.0), np.inf)
+
+
+def diagonal(lam: np.ndarray, k: int) -> np.ndarray:
+    """svec(diag(``lam``))."""
+    rows, cols = _svec_rows_cols(k)
+    return np.where(rows == cols, lam[..., rows], 0.0)
+
+
+@lru_cache(maxsize=32)
+def _svec_rows_cols(k: int) -> tuple[np.ndarray, np.ndarray]:
+    cols, rows = np.tril_indices(k)  # svec's order: (row ≤ col), column by column
+    return rows, cols
 
 
 def raise_to(v: np.ndarray, floor: np.ndarray, k: int) -> np.ndarray:
@@ -87,14 +97,15 @@ def _factor(v: np.ndarray, k: int) -> np.ndarray:
         return Q * np.sqrt(np.maximum(w, _TINY))[..., None, :]
 
 
-def scaling(s: np.ndarray, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(R, R⁻¹), each (B, c, k, k), of the NT scaling at (s, z)."""
+def scaling(s: np.ndarray, z: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """(R, R⁻¹, λ) of the NT scaling at (s, z): R and R⁻¹ (B, c, k, k), and λ (B, c, k),
+    the diagonal of W z = W⁻ᵀ s = Λ."""
     Ls, Lz = _factor(s, k), _factor(z, k)
     U, lam, Vt = np.linalg.svd(np.swapaxes(Lz, -1, -2) @ Ls)
     root = 1.0 / np.sqrt(np.maximum(lam, _TINY))
     R = (Ls @ np.swapaxes(Vt, -1, -2)) * root[..., None, :]
     Rinv = root[..., :, None] * (np.swapaxes(U, -1, -2) @ np.swapaxes(Lz, -1, -2))
-    return R, Rinv
+    return R, Rinv, lam
 
 
 def congruence(M: np.ndarray, v: np.ndarray, k: int, transpose: bool) -> np.ndarray:
@@ -108,7 +119,7 @@ def congruence(M: np.ndarray, v: np.ndarray, k: int, transpose: bool) -> np.ndar
 def _pairs(k: int) -> tuple[np.ndarray, ...]:
     """For the svec entries (i, j) and (p, q): index grids and the factor of
     :func:`hessian_block`'s entries."""
-    cols, rows = np.tril_indices(k)  # svec's order: (row ≤ col), column by column
+    rows, cols = _svec_rows_cols(k)
     i, j = rows[:, None], cols[:, None]
     p, q = rows[None, :], cols[None, :]
     c = np.where(rows == cols, 1.0, np.sqrt(2.0))
