@@ -45,7 +45,7 @@ def test_elimination_solves_like_a_dense_solve(n, z, density):
     safe = np.r_[np.ones(n, bool), np.zeros(z, bool)]
     plan = analyse(pattern, safe)
     signs = np.r_[np.ones(n), -np.ones(z)]
-    fac = Factorization(plan, K, signs, np.full(6, 1e-14))
+    fac = Factorization(plan, K.copy(), signs, np.full(6, 1e-14))
     rhs = rng.standard_normal((6, n + z))
     x = fac.solve(rhs)
     ref = np.linalg.solve(K, rhs[..., None])[..., 0]

@@ -161,7 +161,7 @@ class Factorization:
 
     Args:
         plan: from :func:`analyse` on a pattern containing every element's.
-        K: the matrices (not modified).
+        K: the matrices (overwritten when ``plan.order`` is the identity).
         signs: (N,) +1 on primal unknowns, -1 on dual ones: the sign of each pivot.
         floor: (B,) the least pivot magnitude (the regularization).
     """
@@ -169,7 +169,7 @@ class Factorization:
     def __init__(self, plan: Plan, K: np.ndarray, signs: np.ndarray,
                  floor: np.ndarray) -> None:
         p = plan.order
-        W = K[:, p[:, None], p[None, :]]
+        W = K if (p == np.arange(p.size)).all() else K[:, p[:, None], p[None, :]]
         signs = signs[p]
         self.plan = plan
         self.steps: list[tuple[np.ndarray, np.ndarray]] = []

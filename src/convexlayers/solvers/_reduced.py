@@ -24,12 +24,16 @@ from convexlayers.solvers._elimination import Factorization, Plan, analyse
 
 _REG = 1e-10
 _REFINE = 2
+# A residual this small relative to the right-hand side needs no refinement.
+_EXACT = 1e-14
 
 
 @dataclass
 class BatchQP:
     """Dense data of a batch of QPs: P (B, n, n) symmetric or None, q (B, n),
-    A_z (B, z, n), b_z (B, z), A_l (B, l, n), b_l (B, l); the cone of the rows of A_l."""
+    A_z (B, z, n), b_z (B, z), A_l (B, l, n), b_l (B, l); the cone of the rows of A_l.
+    ``scale`` (B,): 1 + the largest |A_z| and |A_l| entries, the scale of the
+    regularization (computed when not given)."""
 
     P: np.ndarray | None
     q: np.ndarray
@@ -38,12 +42,19 @@ class BatchQP:
     Al: np.ndarray
     bl: np.ndarray
     cone: Cones
+    scale: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            self.scale = 1.0 + np.abs(self.Az).max(axis=(1, 2), initial=0.0) + np.abs(
+                self.Al).max(axis=(1, 2), initial=0.0)
 
     def take(self, idx: np.ndarray) -> BatchQP:
         if idx.size == self.q.shape[0] and (idx == np.arange(idx.size)).all():
             return self  # the whole batch: no copy
+        assert self.scale is not None
         return BatchQP(None if self.P is None else self.P[idx], self.q[idx], self.Az[idx],
-                       self.bz[idx], self.Al[idx], self.bl[idx], self.cone)
+                       self.bz[idx], self.Al[idx], self.bl[idx], self.cone, self.scale[idx])
 
 
 def mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -124,18 +135,28 @@ class Layout:
             w = scaling.orthant_weights()
             blocks = [w[:, :, None, None], *scaling.soc_blocks(), *scaling.psd_blocks()]
         B, n = qp.q.shape
-        H = np.zeros((B, n, n))
+        H = None
         for rows, M, pairs in zip(groups, blocks, self.pairs, strict=True):
-            G = qp.Al[:, rows]  # (B, count, q, n)
-            if pairs is not None:
-                H += pairs.product(G, M)
-            elif rows.shape[1] == 1:  # the orthant: M diagonal
-                G = G[:, :, 0]
-                H += np.swapaxes(G, 1, 2) @ (G if M is None else M[:, :, 0] * G)
+            part = _part(qp.Al, rows, M, pairs)
+            if H is None:
+                H = part
             else:
-                MG = G if M is None else M @ G
-                H += np.swapaxes(G.reshape(B, -1, n), 1, 2) @ MG.reshape(B, -1, n)
-        return H
+                H += part
+        return np.zeros((B, n, n)) if H is None else H
+
+
+def _part(Al: np.ndarray, rows: np.ndarray, M: np.ndarray | None,
+          pairs: _Pairs | None) -> np.ndarray:
+    """One group's Gᵀ M G, G the rows (count, q) of A_l (see :meth:`Layout.hessian`)."""
+    B, _, n = Al.shape
+    if rows.shape[1] == 1 and pairs is None:  # the orthant (its rows first): M diagonal
+        G = Al[:, : rows.shape[0]]
+        return np.swapaxes(G, 1, 2) @ (G if M is None else M[:, :, 0] * G)
+    G = Al[:, rows]  # (B, count, q, n)
+    if pairs is not None:
+        return pairs.product(G, M)
+    MG = G if M is None else M @ G
+    return np.swapaxes(G.reshape(B, -1, n), 1, 2) @ MG.reshape(B, -1, n)
 
 
 def _groups(cone: Cones) -> list[np.ndarray]:
@@ -183,8 +204,8 @@ class Reduced:
         K[:, :n, n:] = np.swapaxes(qp.Az, 1, 2)
         K[:, n:, :n] = qp.Az
         # ρ relative to the data, not to W (whose entries reach 1e10 near the end).
-        scale = 1.0 + np.abs(qp.Az).max(axis=(1, 2), initial=0.0) + np.abs(qp.Al).max(
-            axis=(1, 2), initial=0.0)
+        scale = qp.scale
+        assert scale is not None
         signs = np.concatenate([np.ones(n), -np.ones(z)])
         idx = np.arange(n + z)
         K[:, idx, idx] += _REG * scale[:, None] * signs
@@ -203,8 +224,13 @@ class Reduced:
         return np.concatenate([top, mv(qp.Az, vx)], axis=1)
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """K⁻¹ rhs, with iterative refinement against the unregularized K."""
+        """K⁻¹ rhs, with up to ``_REFINE`` steps of iterative refinement against the
+        unregularized K; they stop once every element's residual is at rounding level."""
         z = self.factors.solve(rhs)
+        floor = _EXACT * np.abs(rhs).max(axis=1, initial=0.0)
         for _ in range(_REFINE):
-            z += self.factors.solve(rhs - self.apply(z))
+            r = rhs - self.apply(z)
+            if (np.abs(r).max(axis=1, initial=0.0) <= floor).all():
+                break
+            z += self.factors.solve(r)
         return z
