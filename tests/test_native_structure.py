@@ -53,21 +53,22 @@ def test_elimination_solves_like_a_dense_solve(n, z, density):
     assert sorted(plan.order) == list(range(n + z))
 
 
-def test_definite_blocks_are_inverted_and_the_others_survive():
-    """Cholesky inverses of definite blocks (either sign); an element that is not
-    definite is inverted by LU, a non-finite one gets the identity, a mixed-sign block
-    goes to LU whole."""
+@pytest.mark.parametrize("k", [7, 20])
+def test_definite_blocks_are_inverted_and_the_others_survive(k):
+    """Cholesky inverses of definite blocks (either sign) above _LU_BELOW, batched LU at
+    or below it; an element that is not definite is inverted by LU, a non-finite one
+    gets the identity, a mixed-sign block goes to LU whole."""
     rng = np.random.default_rng(3)
-    G = rng.standard_normal((4, 7, 7))
-    M = G @ np.swapaxes(G, 1, 2) + 0.5 * np.eye(7)
+    G = rng.standard_normal((4, k, k))
+    M = G @ np.swapaxes(G, 1, 2) + 0.5 * np.eye(k)
     M[1] = G[1] + G[1].T  # symmetric, indefinite
     M[2, 0, 0] = np.nan
-    for signs in (np.ones(7), -np.ones(7), np.r_[np.ones(4), -np.ones(3)]):
+    for signs in (np.ones(k), -np.ones(k), np.r_[np.ones(4), -np.ones(k - 4)]):
         sign = signs[0] if (signs == signs[0]).all() else 1.0
         inv = _inverse(sign * M, signs)
         for b in (0, 1, 3):
-            np.testing.assert_allclose(inv[b] @ (sign * M[b]), np.eye(7), atol=1e-9)
-        np.testing.assert_array_equal(inv[2], np.eye(7))
+            np.testing.assert_allclose(inv[b] @ (sign * M[b]), np.eye(k), atol=1e-8)
+        np.testing.assert_array_equal(inv[2], np.eye(k))
 
 
 def test_elimination_removes_auxiliary_structure():
