@@ -1,7 +1,8 @@
 """The native backend: a batched interior-point method over the whole batch at once.
 
-It takes LPs, QPs and SOCPs (zero, nonnegative and second-order cones); it is checked
-against Clarabel on every zoo problem of that kind, batched, with infeasible and unbounded
+It takes LPs, QPs, SOCPs and SDPs (zero, nonnegative, second-order and PSD cones; more
+SDPs in test_native_psd.py); it is checked against Clarabel on every zoo problem of that
+kind, batched, with infeasible and unbounded
 elements mixed into a batch (handed to Clarabel, which certifies them), and its gradients
 against finite differences.
 """
@@ -44,7 +45,7 @@ def test_ipm_alone_reaches_its_tolerance_and_matches_clarabel(name):
     np.testing.assert_allclose(res.x, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [*QP_CASES, "socp"])
+@pytest.mark.parametrize("name", [*QP_CASES, "socp", "sdp"])
 def test_native_layer_forward_and_gradient(name):
     case = CASES[name]()
     layer = CvxpyLayer(case.problem, case.parameters, case.variables, solver="NATIVE")

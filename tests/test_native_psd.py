@@ -217,3 +217,19 @@ def test_the_automatic_choice_leaves_sdps_to_clarabel():
     layer = CvxpyLayer(prob, parameters=params, variables=variables)
     layer(*[torch.tensor(v) for v in _values(params, np.random.default_rng(6), 64)])
     assert layer.info.solver == "CLARABEL"
+
+
+def test_a_diverging_element_does_not_break_the_scaling():
+    """Entries near overflow (an infeasible element on its way out; the product of
+    its factors overflows) leave the scaling of the rest of the batch finite and right:
+    NumPy's batched SVD returns NaN for that element rather than raising."""
+    rng = np.random.default_rng(7)
+    s, z = _inside(rng, 3), _inside(rng, 3)
+    k, rows = CONES.psd_groups[-1]
+    big = svec(1e308 * (np.eye(k) + 0.5 * np.ones((k, k))) / 1.5)  # finite, PD
+    s[1, rows[0]], z[1, rows[0]] = big, big  # their factors' product overflows
+    with np.errstate(all="ignore"):  # as in the IPM: the element overflows
+        sc = CONES.scaling(s, z)
+    for R, _, lam in sc.psd:
+        assert np.isfinite(R[[0, 2]]).all() and np.isfinite(lam[[0, 2]]).all()
+    np.testing.assert_allclose(sc.lam(z)[[0, 2]], sc.winv_t(s)[[0, 2]], atol=1e-11)
