@@ -46,8 +46,7 @@ class BatchQP:
 
     def __post_init__(self) -> None:
         if self.scale is None:
-            self.scale = 1.0 + np.abs(self.Az).max(axis=(1, 2), initial=0.0) + np.abs(
-                self.Al).max(axis=(1, 2), initial=0.0)
+            self.scale = 1.0 + _abs_max(self.Az) + _abs_max(self.Al)
 
     def take(self, idx: np.ndarray) -> BatchQP:
         if idx.size == self.q.shape[0] and (idx == np.arange(idx.size)).all():
@@ -55,6 +54,11 @@ class BatchQP:
         assert self.scale is not None
         return BatchQP(None if self.P is None else self.P[idx], self.q[idx], self.Az[idx],
                        self.bz[idx], self.Al[idx], self.bl[idx], self.cone, self.scale[idx])
+
+
+def _abs_max(M: np.ndarray) -> np.ndarray:
+    """Per element, the largest |entry| of M (B, r, c), without a temporary |M|."""
+    return np.maximum(M.max(axis=(1, 2), initial=0.0), -M.min(axis=(1, 2), initial=0.0))
 
 
 def mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
