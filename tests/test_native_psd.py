@@ -15,10 +15,10 @@ from convexlayers import SolverStatus
 from convexlayers._core import SolutionMap
 from convexlayers.cones._psd import smat, svec
 from convexlayers.solvers._cone_ops import Cones
-from convexlayers.solvers._native import REDUCED_TOL, _solve, batch_qp, dense_profile
+from convexlayers.solvers._native import batch_qp, dense_profile
 from convexlayers.solvers._reduced import Layout, layout_for
 from convexlayers.torch import CvxpyLayer
-from fd import central_difference, directional, directions, weights
+from native_check import check_max_step, check_native, numpy_layer
 
 CONES = Cones(2, (3,), (4, 2, 4))  # svec sizes 10, 3, 10: 28 rows
 
@@ -59,12 +59,7 @@ def test_psd_max_step_reaches_the_boundary(primal):
     rng = np.random.default_rng(1)
     v, other = _inside(rng, 40), _inside(rng, 40)
     dv = 3.0 * rng.standard_normal((40, CONES.size))
-    sc = CONES.scaling(v, other) if primal else CONES.scaling(other, v)
-    alpha = sc.max_step(v, dv, primal)
-    assert (CONES.min_eig(v + 0.999 * alpha[:, None] * dv) > 0).all()
-    hit = alpha < 1.0
-    assert hit.sum() > 10
-    assert (CONES.min_eig(v[hit] + 1.001 * alpha[hit, None] * dv[hit]) < 0).all()
+    check_max_step(CONES, v, other, dv, primal)
 
 
 def test_raise_to_lifts_the_least_eigenvalue():
@@ -122,39 +117,11 @@ def _values(params, rng, B):
 PROBLEMS = {"lmi": _lmi, "correlation": _correlation, "two_cones": _two_cones}
 
 
-def _run(layer):
-    def f(vals):
-        with torch.no_grad():
-            return [o.numpy() for o in layer(*[torch.tensor(v) for v in vals])]
-    return f
-
-
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_random_sdps_match_clarabel_and_finite_differences(name):
     rng = np.random.default_rng(len(name))
     prob, params, variables = PROBLEMS[name]()
-    values = _values(params, rng, 6)
-    native = CvxpyLayer(prob, parameters=params, variables=variables, solver="NATIVE")
-    clarabel = CvxpyLayer(prob, parameters=params, variables=variables, solver="CLARABEL")
-    for a, b in zip(_run(native)(values), _run(clarabel)(values), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-8)
-    # exact after polishing (an element the IPM stopped short of 1e-9 keeps the status
-    # OPTIMAL_INACCURATE, its residual says it was made exact)
-    assert native.info.solver == "NATIVE" and not native.info.failed
-    assert (native.info.residual <= 1e-9).all()
-    # the batched IPM itself solved every element (none was handed to Clarabel)
-    smap = SolutionMap(prob, params, variables)
-    theta, _ = smap._theta(values)
-    data = smap.program("NATIVE").data
-    res = _solve(batch_qp(data, data.apply(theta)), {"tol": 1e-9, "max_iter": 50}, None)
-    assert (res.error <= REDUCED_TOL).all()
-    w = weights(_run(native)(values), rng)
-    tensors = [torch.tensor(v, requires_grad=True) for v in values]
-    loss = sum((torch.tensor(wk) * o).sum() for wk, o in zip(w, native(*tensors), strict=True))
-    grads = [g.numpy() for g in torch.autograd.grad(loss, tensors)]
-    d = directions(params, values, rng)
-    fd = central_difference(_run(native), values, d, w, h=1e-6)
-    assert abs(directional(grads, d) - fd) <= 1e-6 * (1 + abs(fd))
+    check_native(prob, params, variables, _values(params, rng, 6), rng)
 
 
 def test_sparse_hessian_products_equal_dense_ones():
@@ -205,7 +172,8 @@ def test_maxcut_relaxation_reaches_the_accuracy_polishing_finishes():
     values = [_symmetric(np.random.default_rng(5), 8, k)]
     native = CvxpyLayer(prob, parameters=[L], variables=[X], solver="NATIVE")
     clarabel = CvxpyLayer(prob, parameters=[L], variables=[X], solver="CLARABEL")
-    np.testing.assert_allclose(_run(native)(values)[0], _run(clarabel)(values)[0], atol=1e-8)
+    np.testing.assert_allclose(numpy_layer(native)(values)[0],
+                               numpy_layer(clarabel)(values)[0], atol=1e-8)
     assert native.info.solver == "NATIVE" and not native.info.failed
     assert (native.info.residual <= 1e-9).all()
 

@@ -12,9 +12,9 @@ import torch
 from convexlayers import SolverStatus
 from convexlayers._core import SolutionMap
 from convexlayers.solvers._cone_ops import Cones
-from convexlayers.solvers._native import REDUCED_TOL, _solve, batch_qp, dense_profile
+from convexlayers.solvers._native import dense_profile
 from convexlayers.torch import CvxpyLayer
-from fd import central_difference, directional, directions, weights
+from native_check import check_max_step, check_native
 
 CONES = Cones(3, (4, 2, 4, 5))
 
@@ -43,12 +43,7 @@ def test_nt_scaling_and_jordan_identities():
 def test_max_step_reaches_the_boundary(primal):
     rng = np.random.default_rng(1)
     v, other, dv = _inside(rng, 50), _inside(rng, 50), 3.0 * rng.standard_normal((50, 18))
-    sc = CONES.scaling(v, other) if primal else CONES.scaling(other, v)
-    alpha = sc.max_step(v, dv, primal)
-    assert (CONES.min_eig(v + 0.999 * alpha[:, None] * dv) > 0).all()
-    hit = alpha < 1.0
-    assert hit.sum() > 10
-    assert (CONES.min_eig(v[hit] + 1.001 * alpha[hit, None] * dv[hit]) < 0).all()
+    check_max_step(CONES, v, other, dv, primal)
 
 
 def _socp(rng, n=5, m=6):
@@ -69,33 +64,7 @@ def _values(rng, B, n=5, m=6):
 def test_random_socps_match_clarabel_and_finite_differences(seed):
     rng = np.random.default_rng(seed)
     prob, params, variables = _socp(rng)
-    values = _values(rng, 8)
-    native = CvxpyLayer(prob, parameters=params, variables=variables, solver="NATIVE")
-    clarabel = CvxpyLayer(prob, parameters=params, variables=variables, solver="CLARABEL")
-
-    def run(layer):
-        def f(vals):
-            with torch.no_grad():
-                return [o.numpy() for o in layer(*[torch.tensor(v) for v in vals])]
-        return f
-
-    for a, b in zip(run(native)(values), run(clarabel)(values), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-8)
-    assert native.info.solver == "NATIVE"
-    # the batched IPM itself solved every element (none was handed to Clarabel)
-    smap = SolutionMap(prob, params, variables)
-    theta, _ = smap._theta(values)
-    prog = smap.program("NATIVE")
-    res = _solve(batch_qp(prog.data, prog.data.apply(theta)), {"tol": 1e-9, "max_iter": 50},
-                 None)
-    assert (res.error <= REDUCED_TOL).all()
-    w = weights(run(native)(values), rng)
-    tensors = [torch.tensor(v, requires_grad=True) for v in values]
-    loss = sum((torch.tensor(wk) * o).sum() for wk, o in zip(w, native(*tensors), strict=True))
-    grads = [g.numpy() for g in torch.autograd.grad(loss, tensors)]
-    d = directions(params, values, rng)
-    fd = central_difference(run(native), values, d, w, h=1e-6)
-    assert abs(directional(grads, d) - fd) <= 1e-6 * (1 + abs(fd))
+    check_native(prob, params, variables, _values(rng, 8), rng)
 
 
 def test_infeasible_soc_elements_are_certified_and_the_rest_kept():
