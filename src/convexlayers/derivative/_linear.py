@@ -90,7 +90,13 @@ class KKTMatrix:
         return self.pattern.size
 
     def take(self, idx: np.ndarray) -> KKTMatrix:
-        """The matrices of the batch elements ``idx``."""
+        """The matrices of the batch elements ``idx`` (this one when that is every
+        element in order; otherwise gathered in the (nnz, B) layout when the values
+        have it, which a row gather of their transposed view would lose)."""
+        if idx.size == self.batch and (idx == np.arange(idx.size)).all():
+            return self
+        if self._values_t is not None:
+            return KKTMatrix(self.pattern, self._values_t[:, idx].T, self.is_dense)
         return KKTMatrix(self.pattern, self.values[idx], self.is_dense)
 
     def dense_matrices(self) -> np.ndarray:
