@@ -55,9 +55,8 @@ def _direction(qp: BatchQP, red: Reduced, sc: Scaling, lam, r_x, r_z, r_l, r_s):
     sol = red.solve(rhs)
     n = qp.q.shape[1]
     dx, dyz = sol[:, :n], sol[:, n:]
-    dz = sc.hinv(mv(qp.Al, dx)) + u
-    ds = -r_l - mv(qp.Al, dx)
-    return dx, dyz, dz, ds
+    g = mv(qp.Al, dx)
+    return dx, dyz, sc.hinv(g) + u, -r_l - g
 
 
 def _start(qp: BatchQP, layout: Layout) -> tuple[np.ndarray, ...]:
@@ -74,33 +73,31 @@ def _start(qp: BatchQP, layout: Layout) -> tuple[np.ndarray, ...]:
     return x, yz, yl, s
 
 
-def _residuals(qp: BatchQP, x, yz, yl, s):
-    r_x = qp.q + rmv(qp.Az, yz) + rmv(qp.Al, yl)
-    if qp.P is not None:
-        r_x += mv(qp.P, x)
-    return r_x, mv(qp.Az, x) - qp.bz, mv(qp.Al, x) + s - qp.bl
-
-
-def _error(qp: BatchQP, x, yz, yl, s) -> np.ndarray:
+def _error(qp: BatchQP, x, yz, yl, s) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Per element, the largest of the relative dual residual, primal residual and gap
-    (the element is solved to ``tol`` when this is at most ``tol``)."""
-    r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
-    norm = np.linalg.norm
+    (the element is solved to ``tol`` when this is at most ``tol``); and the residuals
+    (r_x, r_z, r_l), which the step from this point reuses."""
+    r_x = qp.q + rmv(qp.Az, yz) + rmv(qp.Al, yl)
     pobj = (qp.q * x).sum(axis=1)
     if qp.P is not None:
-        pobj += 0.5 * (x * mv(qp.P, x)).sum(axis=1)
+        Px = mv(qp.P, x)
+        r_x += Px
+        pobj += 0.5 * (x * Px).sum(axis=1)
+    r_z, r_l = mv(qp.Az, x) - qp.bz, mv(qp.Al, x) + s - qp.bl
+    norm = np.linalg.norm
     dual = norm(r_x, axis=1) / (1.0 + norm(qp.q, axis=1))
     primal = np.sqrt(norm(r_z, axis=1) ** 2 + norm(r_l, axis=1) ** 2) / (
         1.0 + norm(qp.bz, axis=1) + norm(qp.bl, axis=1))
     gap = (s * yl).sum(axis=1) / (1.0 + np.abs(pobj))
     error = np.maximum(np.maximum(dual, primal), gap)
-    return np.where(np.isfinite(error), error, np.inf)
+    return np.where(np.isfinite(error), error, np.inf), (r_x, r_z, r_l)
 
 
-def _iterate(qp: BatchQP, layout: Layout, x, yz, yl, s):
-    """One predictor-corrector step for every element of ``qp`` (in place)."""
+def _iterate(qp: BatchQP, layout: Layout, residuals, x, yz, yl, s):
+    """One predictor-corrector step for every element of ``qp`` (in place), from the
+    point's ``residuals`` (r_x, r_z, r_l)."""
     cone = qp.cone
-    r_x, r_z, r_l = _residuals(qp, x, yz, yl, s)
+    r_x, r_z, r_l = residuals
     mu = (s * yl).sum(axis=1) / max(cone.degree, 1)
     sc = cone.scaling(s, yl)
     lam = sc.lam(yl)
@@ -165,7 +162,7 @@ def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
     for it in range(max_iter + 1):
         sub = qp.take(active)
         cur = tuple(v[active] for v in point)
-        error = _error(sub, *cur)
+        error, residuals = _error(sub, *cur)
         better = error < best_error[active]
         for v, c in zip(best, cur, strict=True):
             v[active[better]] = c[better]
@@ -186,7 +183,7 @@ def _solve(qp: BatchQP, tol: float, max_iter: int, warm) -> IPMResult:
             break
         active, sub = active[keep], sub.take(np.flatnonzero(keep))
         cur = tuple(c[keep] for c in cur)
-        _iterate(sub, layout, *cur)
+        _iterate(sub, layout, tuple(r[keep] for r in residuals), *cur)
         for v, c in zip(point, cur, strict=True):
             v[active] = c
         iterations[active] += 1
