@@ -50,7 +50,8 @@ class Cones:
         return self.nonneg + sum(self.soc) + sum(svec_size(k) for k in self.psd)
 
     def identity(self) -> np.ndarray:
-        """e: ones on the orthant, (1, 0, …, 0) on each second-order cone."""
+        """e: ones on the orthant, (1, 0, …, 0) on each second-order cone, svec(I) on
+        each PSD cone."""
         e = np.zeros(self.size)
         e[: self.nonneg] = 1.0
         for _, rows in self.groups:
@@ -123,7 +124,7 @@ class Cones:
         k = self.nonneg
         d = np.sqrt(s[:, :k] / z[:, :k])
         soc = [_soc_scaling(s[:, rows], z[:, rows]) for _, rows in self.groups]
-        mats = [psd.scaling(s[:, rows], z[:, rows], k) for k, rows in self.psd_groups]
+        mats = [psd.scaling(s[:, rows], z[:, rows], order) for order, rows in self.psd_groups]
         return Scaling(self, d, soc, mats)
 
 
