@@ -165,3 +165,19 @@ def test_the_schur_complement_is_counted_not_assumed_dense():
     layer(torch.tensor(np.random.default_rng(6).standard_normal((2, n)), requires_grad=True)
           )[0].sum().backward()
     assert layer.info.derivative.method == ("sparse_lu",) * 2
+
+
+def test_taking_elements_of_j_keeps_its_values_and_layout():
+    """J.take: the matrix itself for the whole batch in order (no copy of its values);
+    a subset with the same values, still laid out (nnz, B) for the products."""
+    prob, params, x = _least_squares_qp()
+    layer = CvxpyLayer(prob, parameters=params, variables=[x], solver="CLARABEL")
+    J = _kkt(layer, _values(np.random.default_rng(5), 4))
+    assert J.take(np.arange(4)) is J
+    sub = J.take(np.array([3, 1]))
+    np.testing.assert_array_equal(sub.values, J.values[[3, 1]])
+    assert sub.values.T.flags.c_contiguous
+    z = np.random.default_rng(6).standard_normal((2, J.size, 1))
+    np.testing.assert_allclose(sub.matvec(z, False), J.matvec(
+        np.concatenate([np.zeros((1, J.size, 1)), z[1:], np.zeros((1, J.size, 1)), z[:1]]),
+        False)[[3, 1]], rtol=1e-13, atol=1e-13)

@@ -96,7 +96,9 @@ class KKTMatrix:
         if idx.size == self.batch and (idx == np.arange(idx.size)).all():
             return self
         if self._values_t is not None:
-            return KKTMatrix(self.pattern, self._values_t[:, idx].T, self.is_dense)
+            # np.take keeps the C order (an advanced index on the last axis gives F order).
+            return KKTMatrix(self.pattern, np.take(self._values_t, idx, axis=1).T,
+                             self.is_dense)
         return KKTMatrix(self.pattern, self.values[idx], self.is_dense)
 
     def dense_matrices(self) -> np.ndarray:
