@@ -278,3 +278,30 @@ def test_a_solver_that_stops_short_is_retried_by_another():
     (out,) = layer(torch.tensor([-5.32597278, 4.41390093, 4.28520179], dtype=torch.float64))
     np.testing.assert_allclose(out.numpy(), [0.0, 0.5643495700, 0.4356504300], atol=1e-9)
     assert layer.info.residual[0] < 1e-9
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "NATIVE"])
+def test_the_backward_reuses_the_forwards_factorization(solver, monkeypatch):
+    """Polishing factors J; the backward finds those factors again by the fingerprint of
+    its point and factors nothing, also after another call, and for the newer call."""
+    from zoo import box_qp, box_qp_values
+
+    layer = CvxpyLayer(*box_qp(), solver=solver)
+    count = [0]
+    original = AbstractLinearSolver.factor
+
+    def counting(self, J):
+        count[0] += 1
+        return original(self, J)
+
+    monkeypatch.setattr(AbstractLinearSolver, "factor", counting)
+    rng = np.random.default_rng(11)
+    first = [torch.tensor(v, requires_grad=True) for v in box_qp_values(5, rng)]
+    second = [torch.tensor(v, requires_grad=True) for v in box_qp_values(5, rng)]
+    (x1,), (x2,) = layer(*first), layer(*second)
+    assert count[0] >= 2  # each forward polished
+    before = count[0]
+    x1.sum().backward()
+    x2.sum().backward()
+    assert count[0] == before
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in first + second)

@@ -1,10 +1,10 @@
 """The native backend: the whole batch solved as one array program (no per-element calls).
 
 Zero, nonnegative, second-order and PSD cones with a quadratic objective (LPs, QPs,
-SOCPs, SDPs): the batched interior-point method of :mod:`._ipm`. An element it does not solve to
-tolerance (infeasible, unbounded, or badly conditioned: this method certifies none of them) is
-handed to Clarabel, whose homogeneous embedding reports the right status, so a batch
-never loses an element to the fast path.
+SOCPs, SDPs): the batched interior-point method of :mod:`._ipm`. An element it does not
+solve to tolerance (infeasible, unbounded, or badly conditioned: this method certifies
+none of them) is handed to Clarabel, whose homogeneous embedding reports the right
+status, so a batch never loses an element to the fast path.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
     """The automatic choice (``solver=None``): NATIVE where the benchmark measured it
     faster than Clarabel, i.e. dense reduced systems (density at least ``AUTO_DENSITY``:
     dense QPs, least squares; not ℓ1 fitting with a dense A, at 56%, where NATIVE
-    measured 1.2-1.5x slower) of at most ``MAX_DENSE`` unknowns, in batches with
-    batch × unknowns at least ``AUTO_WORK``; Clarabel for sparse structure (MPC at 5%,
-    sparsemax at 3%) and small calls."""
+    measured between 1.5x slower and level with Clarabel) of at most ``MAX_DENSE``
+    unknowns, in batches with batch × unknowns at least ``AUTO_WORK``; Clarabel for
+    sparse structure (MPC at 5%, sparsemax at 3%) and small calls."""
     if profile is None:
         return False
     size, density = profile

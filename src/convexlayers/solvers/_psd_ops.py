@@ -116,7 +116,7 @@ def congruence(M: np.ndarray, v: np.ndarray, k: int, transpose: bool) -> np.ndar
 
 
 @lru_cache(maxsize=32)
-def _pairs(k: int) -> tuple[np.ndarray, ...]:
+def _kron_index(k: int) -> tuple[np.ndarray, ...]:
     """For the svec entries (i, j) and (p, q): index grids and the factor of
     :func:`hessian_block`'s entries."""
     rows, cols = _svec_rows_cols(k)
@@ -132,5 +132,5 @@ def hessian_block(G: np.ndarray, k: int) -> np.ndarray:
     """(…, d, d): the matrix of X ↦ G X G in svec coordinates (G symmetric):
     entry ((i,j), (p,q)) = c_ij / c_pq · h_pq · (G_ip G_qj + G_iq G_pj), with c the svec
     weights (1 on the diagonal, √2 off it) and h = ½ on diagonal entries, 1 off them."""
-    i, j, p, q, factor = _pairs(k)
+    i, j, p, q, factor = _kron_index(k)
     return factor * (G[..., i, p] * G[..., q, j] + G[..., i, q] * G[..., p, j])
