@@ -281,27 +281,20 @@ def test_a_solver_that_stops_short_is_retried_by_another():
 
 
 @pytest.mark.parametrize("solver", ["CLARABEL", "NATIVE"])
-def test_the_backward_reuses_the_forwards_factorization(solver, monkeypatch):
-    """Polishing factors J; the backward finds those factors again by the fingerprint of
-    its point and factors nothing, also after another call, and for the newer call."""
+def test_interleaved_backwards_find_their_forwards_factorizations(solver, monkeypatch):
+    """Two calls, then their two backwards: each finds its own forward's factors again
+    by the fingerprint of its point (x, y and θ's row sums) and factors nothing."""
     from zoo import box_qp, box_qp_values
 
     layer = CvxpyLayer(*box_qp(), solver=solver)
-    count = [0]
-    original = AbstractLinearSolver.factor
-
-    def counting(self, J):
-        count[0] += 1
-        return original(self, J)
-
-    monkeypatch.setattr(AbstractLinearSolver, "factor", counting)
+    calls = _count_factorizations(monkeypatch)
     rng = np.random.default_rng(11)
     first = [torch.tensor(v, requires_grad=True) for v in box_qp_values(5, rng)]
     second = [torch.tensor(v, requires_grad=True) for v in box_qp_values(5, rng)]
     (x1,), (x2,) = layer(*first), layer(*second)
-    assert count[0] >= 2  # each forward polished
-    before = count[0]
+    forward = calls[0]
+    assert forward >= 2  # each forward polished
     x1.sum().backward()
     x2.sum().backward()
-    assert count[0] == before
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in first + second)
+    assert calls[0] == forward
+    assert all(torch.isfinite(p.grad).all() for p in first + second)
