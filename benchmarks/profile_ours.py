@@ -23,7 +23,7 @@ PHASES = [
     ("    check_values", "_values.py", "check_values"),
     ("    data map θ -> (P,q,A,b)", "_data.py", "apply"),
     ("    build ConeProgram (scipy CSC)", "_data.py", "program"),
-    ("    backend.solve (per element)", "solvers/_clarabel.py", "solve"),
+    ("    backend, per element", "solvers/_clarabel.py", "__call__"),
     ("      check_program", "solvers/_base.py", "check_program"),
     ("      clarabel .solve() (IPM)", "~", "<method 'solve' of 'builtins.DefaultSolver' objects>"),
     ("    kkt_residual", "_refine.py", "kkt_residual"),
@@ -69,11 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     # cProfile sees only the calling thread: solve the batch serially so that the
     # solver's time is attributed (a pool of threads would show up as lock waits).
-    import convexlayers._core._solution_map as smap
-
-    if hasattr(smap, "solve_all"):
-        smap.solve_all = lambda backend, progs, settings: [
-            backend.solve(p, settings) for p in progs]
+    os.environ["CONVEXLAYERS_NUM_THREADS"] = "1"
     found = [w for w in [*suite(args.full), *suite(not args.full), dense_qp(100, 128)]
              if w.name == args.workload]
     if not found:

@@ -117,8 +117,7 @@ def solve_rows(backend: AbstractSolver, prog: ParametricConeProgram, data: np.nd
         warm = None
     if backend.batched:
         return backend.solve_batch(prog.data, data, settings, warm)
-    programs = [prog.data.program(d) for d in data]
-    return solve_all(backend, programs, settings, warm)
+    return solve_all(backend, prog.data, data, settings, warm)
 
 
 def stack(results, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

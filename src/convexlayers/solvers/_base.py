@@ -98,6 +98,8 @@ class SolveResult:
 
 # A starting point (x, y, s) of one program.
 WarmPoint = tuple[np.ndarray, np.ndarray, np.ndarray]
+# Solves one element of a batch from its (nd,) data and starting point (see ``sequence``).
+ElementSolver = Callable[[np.ndarray, WarmPoint | None], SolveResult]
 
 # Keys of cvxpylayers' ``solver_args`` that every backend understands, and their kinds.
 COMPAT_KEYS = ("eps", "max_iters", "acceleration_lookback", "verbose")
@@ -186,6 +188,18 @@ class AbstractSolver(abc.ABC):
         Only backends with ``batched = True`` implement it.
         """
         raise NotImplementedError(f"{self.name} solves one program at a time (solve).")
+
+    def sequence(self, structure: Any, settings: Mapping[str, Any]) -> ElementSolver:
+        """A solver of batch elements one after another, for one thread: called with an
+        element's (nd,) data laid out as ``structure`` (a compiled ``DataMap``) and its
+        starting point. It may keep what consecutive elements share (Clarabel keeps its
+        solver object); the default builds each element's program and calls
+        :meth:`solve`."""
+
+        def one(row: np.ndarray, warm: WarmPoint | None = None) -> SolveResult:
+            return self.solve(structure.program(row), settings, warm)
+
+        return one
 
     def settings(self, solver_args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``solver_args`` and return native settings.

@@ -23,6 +23,7 @@ from convexlayers.cones import ConeDims
 from convexlayers.solvers._base import (
     AbstractSolver,
     ConeProgram,
+    ElementSolver,
     SolveResult,
     SolverStatus,
     WarmPoint,
@@ -125,40 +126,109 @@ class ClarabelSolver(AbstractSolver):
               warm: WarmPoint | None = None) -> SolveResult:
         """Solve ``program`` with Clarabel; ``settings`` are DefaultSettings fields."""
         self.check_program(program)
-        options = clarabel.DefaultSettings()
-        options.verbose = False
-        for key, value in settings.items():
-            try:
-                setattr(options, key, value)
-            except (TypeError, ValueError, AttributeError) as err:
-                raise SolverArgumentError(
-                    f"solver_args[{key!r}] = {value!r} rejected by Clarabel: {err}"
-                ) from err
-        n = program.n
-        # Clarabel takes SciPy's csc_array as it is: no conversion per element.
-        P = sp.csc_array((n, n)) if program.P is None else program.P
-        solver = clarabel.DefaultSolver(
-            P,
-            np.array(program.q, dtype=np.float64),
-            program.A,
-            np.array(program.b, dtype=np.float64),
-            list(_cones(program.dims)),
-            options,
-        )
-        solution = solver.solve()
-        message = str(solution.status)
-        status = _STATUS.get(message, SolverStatus.UNKNOWN)
-        x = y = s = None
-        if status.has_iterate:
-            x = np.array(solution.x, dtype=np.float64)
-            y = np.array(solution.z, dtype=np.float64)
-            s = np.array(solution.s, dtype=np.float64)
-        return SolveResult(
-            x=x,
-            y=y,
-            s=s,
-            status=status,
-            iterations=int(solution.iterations),
-            solve_time=float(solution.solve_time),
-            message=message,
-        )
+        return _result(_setup(program, _options(settings)).solve())
+
+    def sequence(self, structure: Any, settings: Mapping[str, Any]) -> ElementSolver:
+        """Elements one after another on one Clarabel solver object, its data replaced
+        through Clarabel's update API (no setup, no symbolic factorization) while the
+        element's scale stays near the one the solver was set up on; see
+        :class:`_Reuse`."""
+        return _Reuse(self, structure, _options(settings))
+
+
+def _options(settings: Mapping[str, Any]) -> Any:
+    options = clarabel.DefaultSettings()
+    options.verbose = False
+    for key, value in settings.items():
+        try:
+            setattr(options, key, value)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise SolverArgumentError(
+                f"solver_args[{key!r}] = {value!r} rejected by Clarabel: {err}"
+            ) from err
+    return options
+
+
+def _setup(program: ConeProgram, options: Any) -> Any:
+    n = program.n
+    # Clarabel takes SciPy's csc_array as it is: no conversion per element.
+    P = sp.csc_array((n, n)) if program.P is None else program.P
+    return clarabel.DefaultSolver(
+        P,
+        np.array(program.q, dtype=np.float64),
+        program.A,
+        np.array(program.b, dtype=np.float64),
+        list(_cones(program.dims)),
+        options,
+    )
+
+
+def _result(solution: Any) -> SolveResult:
+    message = str(solution.status)
+    status = _STATUS.get(message, SolverStatus.UNKNOWN)
+    x = y = s = None
+    if status.has_iterate:
+        x = np.array(solution.x, dtype=np.float64)
+        y = np.array(solution.z, dtype=np.float64)
+        s = np.array(solution.s, dtype=np.float64)
+    return SolveResult(
+        x=x,
+        y=y,
+        s=s,
+        status=status,
+        iterations=int(solution.iterations),
+        solve_time=float(solution.solve_time),
+        message=message,
+    )
+
+
+# An element reuses the solver object set up on an earlier one while the largest |entry|
+# of each column (of P and A), of each row of A and of q are all within this factor of
+# that element's (as log2): Clarabel's update keeps the equilibration it computed at
+# setup, and a far scale costs iterations (measured: elements scaled over 1e-2..1e2 in
+# a batch of 32 took up to 30% more iterations on one solver object, none at 4x).
+_LOG2_FACTOR = 2.0
+# Clarabel's presolve drops rows with |b| at least this; such an element is set up anew.
+_INF_BOUND = 1e20
+
+
+class _Reuse:
+    """Solves elements one after another (:meth:`ClarabelSolver.sequence`)."""
+
+    def __init__(self, backend: ClarabelSolver, structure: Any, options: Any) -> None:
+        self.backend, self.structure, self.options = backend, structure, options
+        self.solver: Any = None
+        self.scale = np.zeros(0)
+        A, P = structure.A, structure.P
+        # Per value of (P, A): the column it counts in (P's upper entry (i, j) in both i
+        # and j), and A's values' rows.
+        self.cols = np.concatenate([[] if P is None else P.cols, A.cols,
+                                    [] if P is None else P.rows]).astype(np.int64)
+        self.rows = A.rows
+
+    def _scale(self, p_vals: np.ndarray, q: np.ndarray, a_vals: np.ndarray) -> np.ndarray:
+        """log2 of the largest |entry| per column, per row of A, and of q."""
+        n, m = self.structure.n, self.structure.m
+        cols, rows = np.zeros(n), np.zeros(m)
+        np.maximum.at(cols, self.cols, np.abs(np.concatenate([p_vals, a_vals, p_vals])))
+        np.maximum.at(rows, self.rows, np.abs(a_vals))
+        big = np.concatenate([cols, rows, [np.abs(q).max(initial=0.0)]])
+        return np.log2(np.maximum(big, np.finfo(float).tiny))
+
+    def __call__(self, row: np.ndarray, warm: WarmPoint | None = None) -> SolveResult:
+        p_vals, q, a_vals, b = self.structure.split(row)
+        scale = self._scale(p_vals, q, a_vals)
+        near = self.solver is not None and np.abs(scale - self.scale).max() <= _LOG2_FACTOR
+        if near and np.abs(b).max(initial=0.0) < _INF_BOUND:
+            values = {"q": q, "A": a_vals, "b": b}
+            if self.structure.P is not None:
+                values["P"] = p_vals
+            self.solver.update(**values)
+            return _result(self.solver.solve())
+        program = self.structure.program(row)
+        self.backend.check_program(program)
+        solver = _setup(program, self.options)
+        result = _result(solver.solve())
+        allowed = solver.is_data_update_allowed()
+        self.solver, self.scale = (solver, scale) if allowed else (None, np.zeros(0))
+        return result
