@@ -14,6 +14,7 @@ laid out as ``[P values | q | A values | b]``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -152,9 +153,9 @@ class DataMap:
         return (0 if self.P is None else self.P.nnz), self.n, self.A.nnz, self.m
 
     def split(self, data: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Split (..., nd) data into P values, q, A values, b."""
-        bounds = np.cumsum(self.sizes)[:-1]
-        return tuple(np.split(data, bounds, axis=-1))
+        """Split (..., nd) data into P values, q, A values, b (views)."""
+        a, b, c = itertools.accumulate(self.sizes[:3])
+        return data[..., :a], data[..., a:b], data[..., b:c], data[..., c:]
 
     def _log(self, theta: np.ndarray) -> np.ndarray:
         safe = np.where(self.log_mask, theta, 1.0)
