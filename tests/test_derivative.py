@@ -159,6 +159,27 @@ def test_singular_system_falls_back_to_least_squares(solver):
     assert deriv.report.residual[0] > 1e-3  # inconsistent: x1 is undetermined
 
 
+def test_least_squares_by_svd_and_by_lsmr_agree(monkeypatch):
+    """The last resort takes a dense SVD up to DENSE_LSTSQ unknowns and LSMR beyond:
+    both give the minimum-norm least-squares solution of a singular J."""
+    from convexlayers.derivative import _linear
+
+    dims = ConeDims(nonneg=3)
+    st = _Structure(3, 3, dims, quadratic=False)
+    A = np.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 1.0]])
+    data = np.concatenate([[1.0, 0.0, 0.0], A.ravel("F"), [0.0, 0.0, 1.0]])[None]
+    deriv = SolutionDerivative(st, data, np.zeros((1, 3)), np.array([[0.5, 0.5, 0.0]]),
+                               np.array([[0.0, 0.0, 1.0]]), linear_solver=SparseLU())
+    rhs = np.random.default_rng(0).standard_normal((1, 6, 2))
+    idx = np.array([0])
+    svd = _linear.least_squares(deriv.J, rhs, False, idx)
+    monkeypatch.setattr(_linear, "DENSE_LSTSQ", 0)
+    lsmr = _linear.least_squares(deriv.J, rhs, False, idx)
+    np.testing.assert_allclose(svd, lsmr, atol=1e-8)
+    M = deriv.J.dense_matrices()[0]
+    np.testing.assert_allclose(svd[0], np.linalg.pinv(M) @ rhs[0], atol=1e-10)
+
+
 def test_sparse_pattern_roundtrip():
     rows, cols = np.array([0, 2, 1]), np.array([0, 0, 2])
     pat = SparsePattern.from_positions(rows, cols, (3, 3))
