@@ -8,6 +8,8 @@ must get a setup of their own.
 
 from __future__ import annotations
 
+import threading
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -23,12 +25,14 @@ CLARABEL = get_solver("CLARABEL")
 
 
 def _portfolio(n: int = 8):
-    """min −μᵀx + ‖Fx‖ + ½‖x‖² s.t. 1ᵀx = 1, x ≤ u: a QP part, an SOC, equalities."""
+    """min −μᵀx + ‖Fx‖ + c‖x‖² s.t. 1ᵀx = 1, x ≤ u: a QP part whose P is a parameter,
+    an SOC, equalities."""
     x = cp.Variable(n)
     mu, F, u = cp.Parameter(n), cp.Parameter((3, n)), cp.Parameter(n)
-    objective = -mu @ x + cp.norm(F @ x, 2) + 0.5 * cp.sum_squares(x)
+    c = cp.Parameter(nonneg=True)
+    objective = -mu @ x + cp.norm(F @ x, 2) + c * cp.sum_squares(x)
     prob = cp.Problem(cp.Minimize(objective), [cp.sum(x) == 1, x >= 0, x <= u])
-    return prob, [mu, F, u], [x]
+    return prob, [mu, F, u, c], [x]
 
 
 def _data(values):
@@ -43,16 +47,17 @@ def _values(rng, batch: int, scale=None):
     scale = np.ones(batch) if scale is None else scale
     return [rng.uniform(0, 1, (batch, 8)) * scale[:, None],
             rng.standard_normal((batch, 3, 8)) * scale[:, None, None],
-            np.full((batch, 8), 0.5)]
+            np.full((batch, 8), 0.5), rng.uniform(0.3, 0.6, batch) * scale]
 
 
 def _counting(monkeypatch) -> list[int]:
     """Count Clarabel setups (the real ones run)."""
     setups = [0]
-    real = _clarabel._setup
+    real, lock = _clarabel._setup, threading.Lock()
 
     def counted(program, options):
-        setups[0] += 1
+        with lock:
+            setups[0] += 1
         return real(program, options)
 
     monkeypatch.setattr(_clarabel, "_setup", counted)
@@ -72,14 +77,45 @@ def _agree(reused, fresh, tol=1e-5):
             np.testing.assert_allclose(r.x, f.x, atol=tol)
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_a_block_shares_one_setup_and_answers_as_fresh(monkeypatch, threads):
-    monkeypatch.setenv(_parallel.ENV_THREADS, threads)
+def test_a_block_shares_one_setup_and_answers_as_fresh_on_any_threads(monkeypatch):
+    """Blocks of 4 at batch 32 (at least BLOCK = 8 blocks): 8 setups, P, q, A and b
+    updated on the others, the answers those of fresh setups, and bit for bit the same
+    on 1 and 2 threads."""
     structure, data = _data(_values(np.random.default_rng(0), 32))
     setups = _counting(monkeypatch)
-    reused = _parallel.solve_all(CLARABEL, structure, data, {})
-    assert setups[0] == 32 // _parallel.BLOCK  # one per block of 8
-    _agree(reused, _fresh(structure, data))
+    points = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv(_parallel.ENV_THREADS, threads)
+        setups[0] = 0
+        reused = _parallel.solve_all(CLARABEL, structure, data, {})
+        assert setups[0] == 32 // 4
+        _agree(reused, _fresh(structure, data))
+        points.append(np.stack([r.x for r in reused]))
+    np.testing.assert_array_equal(points[0], points[1])
+
+
+def test_an_error_stops_the_batch_and_the_first_is_raised(monkeypatch):
+    """An element that raises: the other threads take no new block, and the error of
+    the earliest failing element is raised whatever the threads' timing."""
+    monkeypatch.setenv(_parallel.ENV_THREADS, "2")
+    structure, data = _data(_values(np.random.default_rng(5), 64))
+    rows, calls = list(data), []
+
+    class Failing(type(CLARABEL)):
+        def sequence(self, structure, settings):
+            one = super().sequence(structure, settings)
+
+            def solve(row, warm):
+                calls.append(1)
+                if row is rows[0] or row is rows[15]:  # blocks 0 and 1 (of 8 each)
+                    raise RuntimeError("element 0" if row is rows[0] else "element 15")
+                return one(row, warm)
+
+            return solve
+
+    with pytest.raises(RuntimeError, match="element 0"):
+        _parallel.solve_all(Failing(), structure, rows, {})
+    assert len(calls) < 64
 
 
 def test_elements_of_another_scale_get_their_own_setup(monkeypatch):
@@ -116,12 +152,12 @@ def test_rows_presolve_would_drop_get_a_setup(monkeypatch):
     """An upper bound of 1e21 is an absent constraint to Clarabel's presolve, which only
     a setup applies: that element is not solved on the reused object."""
     values = _values(np.random.default_rng(3), 3)
-    values[2][1] = 1e21
+    values[2][1] = 1e21  # the second element's bounds
     structure, data = _data(values)
     setups = _counting(monkeypatch)
     sequence = CLARABEL.sequence(structure, {})
     reused = [sequence(row, None) for row in data]
-    assert setups[0] >= 2
+    assert setups[0] == 2  # the second element's own; the third is back on the first's
     _agree(reused, _fresh(structure, data))
 
 

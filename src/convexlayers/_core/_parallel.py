@@ -5,18 +5,21 @@ threads; for the others the batch is solved in a plain loop. The number of
 threads is the number of CPUs this process may run on (its affinity mask, which
 also reflects taskset/cgroup pinning), or ``CONVEXLAYERS_NUM_THREADS`` if set.
 The batch is cut into blocks of consecutive elements, their size fixed by the batch's
-(at most ``BLOCK``, and at least four blocks when the batch allows it) whatever the
+(at most ``BLOCK``, and at least ``BLOCK`` blocks when the batch allows it) whatever the
 number of threads; a thread takes the next unsolved block when it is free (elements differ in
 cost) and solves its elements one after another with a fresh
 :meth:`~convexlayers.solvers.AbstractSolver.sequence`. What a sequence keeps between
 elements (Clarabel's solver object, whose scaling was computed on an earlier element)
 can change the last bits of an answer, so blocks fixed by position keep answers the
-same on any number of threads.
+same on any number of threads. When an element raises, the other threads take no new
+block, and the error of the earliest failing block is raised.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -61,23 +64,67 @@ def solve_all(
     """
     starts = [None] * len(data) if warm is None else list(_rows(warm))
     results: list[SolveResult | None] = [None] * len(data)
-    size = min(BLOCK, max(1, len(data) // 4))
-    blocks = range(0, len(data), size)
-    queue = iter(blocks)  # shared by the threads; next() on it is atomic
+    size = min(BLOCK, max(1, len(data) // BLOCK))
+    blocks = _Blocks(len(data), size)
 
     def work() -> None:
-        for start in queue:
-            one = backend.sequence(structure, settings)
-            for b in range(start, min(start + size, len(data))):
-                results[b] = one(data[b], starts[b])
+        for start in blocks:
+            try:
+                one = backend.sequence(structure, settings)
+                for b in range(start, min(start + size, len(data))):
+                    results[b] = one(data[b], starts[b])
+            except BaseException as err:
+                blocks.stop()  # the other threads take no new block
+                raise _Failed(start, err) from err
 
-    workers = min(num_threads(), len(blocks))
+    workers = min(num_threads(), blocks.count)
     if backend.releases_gil and workers > 1:
-        for future in [_pool(workers).submit(work) for _ in range(workers)]:
-            future.result()
+        futures = [_pool(workers).submit(work) for _ in range(workers)]
+        try:
+            cf.wait(futures)
+        finally:
+            blocks.stop()
+        failed = [e for f in futures if isinstance(e := f.exception(), _Failed)]
+        if failed:  # the earliest block's error, whatever the threads' timing
+            raise min(failed, key=lambda e: e.start).error
     else:
-        work()
+        try:
+            work()
+        except _Failed as failed:
+            raise failed.error from None
     return results  # type: ignore[return-value]
+
+
+class _Blocks:
+    """The first elements of the blocks, handed to the threads one at a time (under a
+    lock: ``next`` on a shared iterator is atomic only under the GIL) until stopped."""
+
+    def __init__(self, batch: int, size: int) -> None:
+        self.count = -(-batch // size)
+        self._starts = iter(range(0, batch, size))
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def __iter__(self) -> _Blocks:
+        return self
+
+    def __next__(self) -> int:
+        with self._lock:
+            if self._stopped:
+                raise StopIteration
+            return next(self._starts)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+class _Failed(Exception):
+    """The error of a block, and the block's first element."""
+
+    def __init__(self, start: int, error: BaseException) -> None:
+        super().__init__(start)
+        self.start, self.error = start, error
 
 
 def _rows(warm: tuple[np.ndarray, ...]):

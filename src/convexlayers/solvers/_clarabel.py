@@ -229,6 +229,6 @@ class _Reuse:
         self.backend.check_program(program)
         solver = _setup(program, self.options)
         result = _result(solver.solve())
-        allowed = solver.is_data_update_allowed()
-        self.solver, self.scale = (solver, scale) if allowed else (None, np.zeros(0))
+        if solver.is_data_update_allowed():  # else the previous object stays in use
+            self.solver, self.scale = solver, scale
         return result
