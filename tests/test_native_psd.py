@@ -137,9 +137,12 @@ def test_sparse_hessian_products_equal_dense_ones():
     dense = Layout(layout.plan, tuple(None for _ in layout.pairs))
     e = qp.cone.identity()
     s, z = (e + 0.05 * rng.standard_normal((4, e.size)) for _ in range(2))
+    n = qp.q.shape[1]
     for scaling in (None, qp.cone.scaling(s, z)):
-        np.testing.assert_allclose(layout.hessian(qp, scaling), dense.hessian(qp, scaling),
-                                   atol=1e-10)
+        sparse_h, dense_h = np.full((2, 4, n, n), np.nan)
+        layout.hessian(qp, scaling, sparse_h)
+        dense.hessian(qp, scaling, dense_h)
+        np.testing.assert_allclose(sparse_h, dense_h, atol=1e-10)
 
 
 def test_infeasible_sdp_elements_are_certified_and_the_rest_kept():

@@ -17,7 +17,7 @@ import torch
 
 from convexlayers._core import SolutionMap
 from convexlayers.solvers._cone_ops import Cones
-from convexlayers.solvers._elimination import Factorization, _inverse, analyse
+from convexlayers.solvers._elimination import Factorization, analyse, invert
 from convexlayers.solvers._ipm import solve_qp_batch
 from convexlayers.solvers._native import _solve, dense_profile, prefers_native
 from convexlayers.solvers._presolve import defined, presolve
@@ -55,9 +55,10 @@ def test_elimination_solves_like_a_dense_solve(n, z, density):
 
 @pytest.mark.parametrize("k", [7, 20])
 def test_definite_blocks_are_inverted_and_the_others_survive(k):
-    """Cholesky inverses of definite blocks (either sign) above _LU_BELOW, batched LU at
-    or below it; an element that is not definite is inverted by LU, a non-finite one
-    gets the identity, a mixed-sign block goes to LU whole."""
+    """Cholesky factor-form inverses of definite blocks (either sign) above _LU_BELOW,
+    batched LU at or below it; an element that is not definite is inverted by LU (and the
+    batch's inverses formed), a non-finite one gets the identity, a mixed-sign block goes
+    to LU whole. The factor form applies and multiplies as the formed inverse does."""
     rng = np.random.default_rng(3)
     G = rng.standard_normal((4, k, k))
     M = G @ np.swapaxes(G, 1, 2) + 0.5 * np.eye(k)
@@ -65,10 +66,19 @@ def test_definite_blocks_are_inverted_and_the_others_survive(k):
     M[2, 0, 0] = np.nan
     for signs in (np.ones(k), -np.ones(k), np.r_[np.ones(4), -np.ones(k - 4)]):
         sign = signs[0] if (signs == signs[0]).all() else 1.0
-        inv = _inverse(sign * M, signs)
+        inv = invert(sign * M, signs).dense()
         for b in (0, 1, 3):
             np.testing.assert_allclose(inv[b] @ (sign * M[b]), np.eye(k), atol=1e-8)
         np.testing.assert_array_equal(inv[2], np.eye(k))
+    v, C = rng.standard_normal((2, k)), rng.standard_normal((2, 3, k))
+    for sign in (1.0, -1.0):
+        good = sign * M[[0, 3]]
+        fac = invert(good, np.full(k, sign))
+        assert (fac.tri is not None) == (k > 7)  # all definite: kept in factor form
+        np.testing.assert_allclose(fac.apply(v), np.linalg.solve(good, v[..., None])[..., 0],
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(fac.right(C), C @ np.linalg.inv(good), rtol=1e-9,
+                                   atol=1e-9)
 
 
 def test_elimination_removes_auxiliary_structure():
