@@ -219,8 +219,8 @@ class Factorization:
                 d = invert(W[:, a:b, a:b], signs[a:b])
                 F = d.right(C)
             else:
-                d = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
-                d = signs[a:b] * np.maximum(signs[a:b] * d, floor[:, None])
+                diag = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
+                d = signs[a:b] * np.maximum(signs[a:b] * diag, floor[:, None])
                 F = C / d[:, None, :]
             W[:, lo:hi, lo:hi] -= F @ np.swapaxes(C, 1, 2)
             self.steps.append((d, F))
