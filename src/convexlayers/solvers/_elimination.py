@@ -220,8 +220,8 @@ class Factorization:
                 F = d.right(C)
             else:
                 diag = np.diagonal(W[:, a:b, a:b], axis1=1, axis2=2)
-                d = signs[a:b] * np.maximum(signs[a:b] * diag, floor[:, None])
-                F = C / d[:, None, :]
+                pivots = signs[a:b] * np.maximum(signs[a:b] * diag, floor[:, None])
+                d, F = pivots, C / pivots[:, None, :]
             W[:, lo:hi, lo:hi] -= F @ np.swapaxes(C, 1, 2)
             self.steps.append((d, F))
         self.inv = invert(W[:, plan.rest:, plan.rest:], signs[plan.rest:])
