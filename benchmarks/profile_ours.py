@@ -26,7 +26,7 @@ PHASES = [
     ("    backend, per element", "solvers/_clarabel.py", "__call__"),
     ("      check_program", "solvers/_base.py", "check_program"),
     ("      clarabel .solve() (IPM)", "~", "<method 'solve' of 'builtins.DefaultSolver' objects>"),
-    ("    kkt_residual", "_refine.py", "kkt_residual"),
+    ("    KKT residual", "_refine.py", "normal_residual"),
     ("    outputs_from (R z)", "compile/_program.py", "outputs_from"),
     ("backward: whole solve_vjp_op", "torch/_ops.py", "solve_vjp_op"),
     ("  SolutionMap.vjp", "_solution_map.py", "vjp"),

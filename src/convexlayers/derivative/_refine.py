@@ -46,10 +46,15 @@ def _scale(st: Structure, data: np.ndarray) -> np.ndarray:
     return 1.0 + np.linalg.norm(q, axis=1) + np.linalg.norm(b, axis=1)
 
 
+def relative(st: Structure, data: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """||N|| / (1 + ||q|| + ||b||) per element, N (B, n + m) a normal-map residual."""
+    return np.linalg.norm(N, axis=1) / _scale(st, data)
+
+
 def kkt_residual(st: Structure, data: np.ndarray, x: np.ndarray, y: np.ndarray,
                  s: np.ndarray) -> np.ndarray:
     """Relative normal-map residual ||N(x, y − s)|| / (1 + ||q|| + ||b||) per element."""
-    return np.linalg.norm(normal_residual(st, data, x, y - s), axis=1) / _scale(st, data)
+    return relative(st, data, normal_residual(st, data, x, y - s))
 
 
 def refine(
@@ -61,7 +66,7 @@ def refine(
     linear_solver: AbstractLinearSolver | None = None,
     steps: int = 10,
     tol: float = 1e-13,
-    residual: np.ndarray | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FactorStore, np.ndarray]:
     """Improve (x, y, s) by semismooth Newton steps on N with a backtracking line search.
 
@@ -70,7 +75,7 @@ def refine(
     ||N|| decreases keeps every element's residual monotone. Elements stop once their
     residual is below ``tol`` (relative to 1 + ||q|| + ||b||) or no step helps.
 
-    ``residual``: the relative residuals of (x, y, s) if the caller has them.
+    ``start``: N(x, y − s) (B, n + m) if the caller has it.
 
     Returns:
         The polished (x, y, s), per element the factorization of its last Newton step
@@ -80,18 +85,14 @@ def refine(
     store = FactorStore(x.shape[0])
     scale = _scale(st, data)
     v = y - s
-    res = (np.linalg.norm(normal_residual(st, data, x, v), axis=1) if residual is None
-           else residual * scale)
+    # N(x, v) of the current points (kept up to date by the line search)
+    N = normal_residual(st, data, x, v) if start is None else start.copy()
+    res = np.linalg.norm(N, axis=1)
     active = res > tol * scale
-    N = np.empty((x.shape[0], st.n + st.m))  # N(x, v) of the current points where known
-    known = np.zeros(x.shape[0], dtype=bool)
     for _ in range(steps):
         if not active.any():
             break
         idx = np.flatnonzero(active)
-        need = idx[~known[idx]]
-        d, xs, vs = rows(need, data, x, v)
-        N[need], known[need] = normal_residual(st, d, xs, vs), True
         yk = project_dual(st.dims, v[idx])
         (data_k,) = rows(idx, data)
         deriv = SolutionDerivative(st, data_k, x[idx], yk, yk - v[idx], linear_solver)
