@@ -160,17 +160,15 @@ def _part(Al: np.ndarray, rows: np.ndarray, M: np.ndarray | None, pairs: _Pairs 
     """One group's Gᵀ M G, G the rows (count, q) of A_l (see :meth:`Layout.hessian`),
     written into ``out`` or, with ``add``, added to it."""
     B, _, n = Al.shape
-    if rows.shape[1] == 1 and pairs is None:  # the orthant (its rows first): M diagonal
+    if pairs is not None:
+        part = pairs.product(Al[:, rows], M)
+        out[...] = out + part if add else part
+        return
+    if rows.shape[1] == 1:  # the orthant (its rows first): M diagonal
         G = Al[:, : rows.shape[0]]
         left, right = np.swapaxes(G, 1, 2), (G if M is None else M[:, :, 0] * G)
     else:
         G = Al[:, rows]  # (B, count, q, n)
-        if pairs is not None:
-            if add:
-                out += pairs.product(G, M)
-            else:
-                out[...] = pairs.product(G, M)
-            return
         MG = G if M is None else M @ G
         left, right = np.swapaxes(G.reshape(B, -1, n), 1, 2), MG.reshape(B, -1, n)
     if add:
