@@ -168,21 +168,22 @@ def test_least_squares_by_svd_and_by_lsmr_agree(monkeypatch):
     st = _Structure(3, 3, dims, quadratic=False)
     A = np.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 1.0]])
     data = np.concatenate([[1.0, 0.0, 0.0], A.ravel("F"), [0.0, 0.0, 1.0]])
-    data = np.stack([data, 2.0 * data])  # the second element's J is asked for
+    data = np.stack([data, 2.0 * data])  # both elements' J, in reverse order
     deriv = SolutionDerivative(st, data, np.zeros((2, 3)), np.tile([0.5, 0.5, 0.0], (2, 1)),
                                np.tile([0.0, 0.0, 1.0], (2, 1)), linear_solver=SparseLU())
     rhs = np.random.default_rng(0).standard_normal((2, 6, 2))
-    idx = np.array([1])
+    idx = np.array([1, 0])
     for transpose in (False, True):
         svd = _linear.least_squares(deriv.J, rhs, transpose, idx)
         monkeypatch.setattr(_linear, "DENSE_LSTSQ", 0)
         lsmr = _linear.least_squares(deriv.J, rhs, transpose, idx)
         monkeypatch.undo()
         np.testing.assert_allclose(svd, lsmr, atol=1e-8)
-        M = deriv.J.dense_matrices()[1]
-        M = M.T if transpose else M
-        np.testing.assert_allclose(svd[0], np.linalg.pinv(M) @ rhs[1], atol=1e-10)
-        assert np.linalg.matrix_rank(M) < M.shape[0]  # singular
+        for k, b in enumerate(idx):
+            M = deriv.J.dense_matrices()[b]
+            M = M.T if transpose else M
+            np.testing.assert_allclose(svd[k], np.linalg.pinv(M) @ rhs[b], atol=1e-10)
+            assert np.linalg.matrix_rank(M) < M.shape[0]  # singular
 
 
 def test_sparse_pattern_roundtrip():

@@ -279,7 +279,7 @@ def least_squares(J: KKTMatrix, rhs: np.ndarray, transpose: bool, idx: np.ndarra
     sub, rhs = J.take(idx), rhs[idx]
     if sub.is_dense or sub.size <= DENSE_LSTSQ:
         for i in range(idx.size):  # one dense matrix at a time (18 MB at 1,500)
-            M = sub.take(np.array([i])).dense_matrices()[0]
+            M = dense(sub.pattern, sub.values[i : i + 1])[0]
             out[i] = sla.lstsq(M.T if transpose else M, rhs[i], lapack_driver="gelsd")[0]
         return out
     for i, S in enumerate(sub.sparse_matrices()):

@@ -11,9 +11,10 @@ are mutually uncoupled (an independent set of the pattern's graph) and whose piv
 safe: a primal unknown with a diagonal entry of P or an inequality row, or any unknown
 whose diagonal an earlier round filled. A round's pivots form a diagonal block, so its
 Schur complement is one batched product, ``E - C D⁻¹ Cᵀ``, on the round's neighbours
-only. Rounds stop when the rest is dense; the rest is inverted densely (from a Cholesky
-factor where it is definite). Quasi-definite matrices admit an LDLᵀ factorization in
-any symmetric order (Vanderbei 1995), so eliminating without pivoting is sound; a pivot
+only. Rounds stop when the rest is dense; the rest is inverted densely (kept as the
+inverse of its Cholesky factor where it is definite, see :class:`Inverse`).
+Quasi-definite matrices admit an LDLᵀ factorization in any symmetric order (Vanderbei
+1995), so eliminating without pivoting is sound; a pivot
 that rounding pushed across zero is clamped to the regularization, and the caller's
 iterative refinement against the unregularized matrix absorbs the rest.
 """
@@ -160,7 +161,7 @@ def invert(M: np.ndarray, signs: np.ndarray) -> Inverse:
             return Inverse(tri, sign, None)
         full = sign * (np.swapaxes(tri, 1, 2) @ tri)
         full[~ok] = _lu_inverse(M[~ok])
-        return Inverse(None, sign, full)
+        return Inverse(None, 1.0, full)
     return Inverse(None, 1.0, _lu_inverse(M))
 
 
