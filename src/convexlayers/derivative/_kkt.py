@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian
+from convexlayers.derivative._kkt_blocks import BlockGroup, block_products, plan_blocks
 from convexlayers.derivative._schur import PairPlan, pair_plan
 from convexlayers.derivative._structure import Structure
 
@@ -46,6 +47,8 @@ class KKTPattern:
             J's rows (for J z) or columns (for Jᵀ z).
         pairs: the defined variables to eliminate before a dense factorization
             (:mod:`._schur`), or None.
+        blocks: the Aᵀ D entries of dense cone blocks made by matrix products instead
+            (:mod:`._kkt_blocks`): per product, its plan and the nonzeros it fills.
     """
 
     n: int
@@ -62,6 +65,7 @@ class KKTPattern:
     row_sum: sp.csr_array
     col_sum: sp.csr_array
     pairs: PairPlan | None
+    blocks: tuple[tuple[BlockGroup, np.ndarray], ...]
 
     @property
     def nnz(self) -> int:
@@ -101,8 +105,9 @@ def _row_blocks(m: int, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndar
     return start, size, base
 
 
-def _contributions(st: Structure, layout: Layout):
-    """(row, col, src, dsrc, sign) of every product that makes up J."""
+def _contributions(st: Structure, layout: Layout, by_block: np.ndarray):
+    """(row, col, src, dsrc, sign) of every product that makes up J, but the Aᵀ D terms
+    of the nonzeros of A marked ``by_block``."""
     n, m = st.n, st.m
     n_p = 0 if st.P is None else st.P.rows.size
     n_a = st.A.rows.size
@@ -117,7 +122,7 @@ def _contributions(st: Structure, layout: Layout):
     parts.append((n + ar, ac, ak, one_d))  # A
     start, size, base = _row_blocks(m, layout)
     # Aᵀ D: entry (c, n + r') gets A[r, c] · D[r, r'] for r' in r's block.
-    reps = size[ar]
+    reps = np.where(by_block, 0, size[ar])
     which = np.repeat(np.arange(n_a), reps)
     step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     parts.append((ac[which], n + start[ar][which] + step, ak[which], base[ar][which] + step))
@@ -145,10 +150,14 @@ def _contributions(st: Structure, layout: Layout):
 
 def _build(st: Structure, layout: Layout) -> KKTPattern:
     N = st.n + st.m
-    row, col, src, dsrc, sign = _contributions(st, layout)
-    keys, pos = np.unique(col.astype(np.int64) * N + row, return_inverse=True)
-    gather = sp.csr_array((np.ones(row.size), (pos, np.arange(row.size))),
+    groups, by_block = plan_blocks(st.n, st.A.rows, st.A.cols, layout)
+    row, col, src, dsrc, sign = _contributions(st, layout, by_block)
+    block_keys = [g.cols.astype(np.int64) * N + g.rows for g in groups]
+    keys, pos = np.unique(np.concatenate([col.astype(np.int64) * N + row, *block_keys]),
+                          return_inverse=True)
+    gather = sp.csr_array((np.ones(row.size), (pos[:row.size], np.arange(row.size))),
                           shape=(keys.size, row.size))
+    blocks = tuple((g, np.searchsorted(keys, k)) for g, k in zip(groups, block_keys))
     rows, cols = keys % N, keys // N
     indptr = np.zeros(N + 1, dtype=np.int64)
     np.add.at(indptr, cols + 1, 1)
@@ -159,7 +168,7 @@ def _build(st: Structure, layout: Layout) -> KKTPattern:
     return KKTPattern(st.n, N, rows, np.cumsum(indptr), src, dsrc, sign, gather, flat,
                       diagonal, cols, sp.csr_array((ones, (rows, nz)), shape=(N, keys.size)),
                       sp.csr_array((ones, (cols, nz)), shape=(N, keys.size)),
-                      pair_plan(N, st.n, st.dims.zero, flat))
+                      pair_plan(N, st.n, st.dims.zero, flat), blocks)
 
 
 def kkt_pattern(st: Structure, D: ConeJacobian) -> KKTPattern:
@@ -190,7 +199,10 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
     scaled, signed = pattern.scaled, pattern.signed
     products[scaled] *= dflat[pattern.dsrc[scaled]]
     products[signed] *= pattern.sign[signed, None]
-    return (pattern.gather @ products).T  # a view of the (nnz, B) products: see KKTMatrix
+    values = pattern.gather @ products
+    for group, nonzeros in pattern.blocks:
+        values[nonzeros] = block_products(group, a_vals, D.stacks[group.stack][1]).T
+    return values.T  # a view of the (nnz, B) products: see KKTMatrix
 
 
 def dense(pattern: KKTPattern, values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""J = [[P, Aᵀ D], [A, D − I]] assembled for a batch equals the dense formula.
+
+The Aᵀ D entries of a cone block are made either by one product per (nonzero of A,
+entry of the block) or by batched matrix products over the cones of a run
+(:mod:`convexlayers.derivative._kkt_blocks`); the structures here send runs down both
+ways: a large second-order cone met by dense columns and a PSD cone (products), a large
+cone met by single entries and a run of exponential cones with more distinct column
+counts than the products take (per-product form), and a run of power cones split into
+several groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from convexlayers.cones import ConeDims, dual_projection_jacobian
+from convexlayers.derivative._kkt import dense, kkt_pattern, kkt_values
+from convexlayers.derivative._kkt_blocks import plan_blocks
+
+
+@dataclass(frozen=True, eq=False)
+class _Pattern:
+    rows: np.ndarray
+    cols: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Structure:
+    n: int
+    m: int
+    dims: ConeDims
+    P: _Pattern | None
+    A: _Pattern
+
+
+def _random_a(rng, n: int, dims: ConeDims) -> np.ndarray:
+    """A 0/1 mask (m, n): each cone block gets its own column pattern."""
+    rows = [rng.random((dims.zero + dims.nonneg, n)) < 0.3]
+    for k in dims.soc:
+        if k > 45:  # dense columns: the products
+            rows.append(np.ones((k, n), dtype=bool))
+        else:  # one entry per column: the per-product form
+            cols = rng.choice(n, k, replace=False)
+            block = np.zeros((k, n), dtype=bool)
+            block[np.arange(k), cols] = True
+            rows.append(block)
+    for k in dims.psd:
+        rows.append(rng.random((k * (k + 1) // 2, n)) < 0.5)
+    for i in range(dims.exp):  # cone i meets i + 1 columns: many distinct counts
+        block = np.zeros((3, n), dtype=bool)
+        block[:, rng.choice(n, min(i + 1, n), replace=False)] = True
+        rows.append(block)
+    for i in range(len(dims.power)):  # two distinct counts
+        block = np.zeros((3, n), dtype=bool)
+        block[:, rng.choice(n, 2 + i % 2, replace=False)] = True
+        rows.append(block)
+    return np.vstack(rows)
+
+
+def _case(rng, dims: ConeDims, n: int, batch: int, with_p: bool):
+    mask = _random_a(rng, n, dims)
+    ar, ac = np.nonzero(mask)
+    A = _Pattern(ar, ac)
+    P = None
+    if with_p:
+        pr, pc = np.triu_indices(n)
+        keep = rng.random(pr.size) < 0.4
+        keep[pr == pc] = True
+        P = _Pattern(pr[keep], pc[keep])
+    st = _Structure(n, mask.shape[0], dims, P, A)
+    a_vals = rng.standard_normal((batch, ar.size))
+    p_vals = None if P is None else rng.standard_normal((batch, P.rows.size))
+    D = dual_projection_jacobian(dims, rng.standard_normal((batch, st.m)))
+    return st, p_vals, a_vals, D
+
+
+def _reference(st, p_vals, a_vals, D, b: int) -> np.ndarray:
+    A = np.zeros((st.m, st.n))
+    A[st.A.rows, st.A.cols] = a_vals[b]
+    P = np.zeros((st.n, st.n))
+    if st.P is not None:
+        P[st.P.rows, st.P.cols] = p_vals[b]
+        P[st.P.cols, st.P.rows] = p_vals[b]
+    Db = D.sparse(b).toarray()
+    return np.block([[P, A.T @ Db], [A, Db - np.eye(st.m)]])
+
+
+CASES = {
+    "big SOC, dense columns": ConeDims(zero=2, nonneg=5, soc=(51,)),
+    "big SOC, single entries": ConeDims(nonneg=3, soc=(40, 3, 3)),
+    "PSD": ConeDims(zero=1, psd=(3, 3, 4)),
+    "exponential, many column counts": ConeDims(nonneg=2, exp=40),
+    "power, two groups": ConeDims(power=(0.3, 0.5, 0.7, 0.2)),
+    "all together": ConeDims(zero=3, nonneg=4, soc=(51, 5, 5), psd=(3,), exp=3,
+                             power=(0.4,)),
+}
+
+
+@pytest.mark.parametrize("with_p", [False, True])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_assembled_j_equals_the_dense_formula(name, with_p):
+    rng = np.random.default_rng(len(name))
+    st, p_vals, a_vals, D = _case(rng, CASES[name], n=50, batch=3, with_p=with_p)
+    pattern = kkt_pattern(st, D)
+    J = dense(pattern, kkt_values(pattern, p_vals, a_vals, D))
+    for b in range(3):
+        np.testing.assert_allclose(J[b], _reference(st, p_vals, a_vals, D, b),
+                                   rtol=1e-13, atol=1e-13)
+
+
+def test_each_way_is_taken():
+    """The cases above send runs down both ways (else the test above proves less)."""
+    rng = np.random.default_rng(0)
+
+    def ways(dims: ConeDims) -> tuple[int, bool]:
+        st, _, _, D = _case(rng, dims, n=50, batch=1, with_p=False)
+        layout = tuple((offset, s.shape[1], s.shape[2]) for offset, s in D.stacks)
+        groups, done = plan_blocks(st.n, st.A.rows, st.A.cols, layout)
+        blocked = st.A.rows >= dims.zero + dims.nonneg
+        return len(groups), bool(done[blocked].all())
+
+    assert ways(CASES["big SOC, dense columns"]) == (1, True)
+    assert ways(ConeDims(soc=(40,)))[0] == 0
+    assert ways(ConeDims(exp=40))[0] == 0
+    assert ways(CASES["power, two groups"]) == (2, True)
+    assert ways(CASES["PSD"])[1]
