@@ -3,10 +3,11 @@
 The Aᵀ D entries of a cone block are made either by one product per (nonzero of A,
 entry of the block) or by batched matrix products over the cones of a run
 (:mod:`convexlayers.derivative._kkt_blocks`); the structures here send runs down both
-ways: a large second-order cone met by dense columns and a PSD cone (products), a large
-cone met by single entries and a run of exponential cones with more distinct column
-counts than the products take (per-product form), and a run of power cones split into
-several groups.
+ways: a small second-order cone met by dense columns and a PSD cone (products), a run of
+exponential cones with more distinct column counts than the products take (per-product
+form), a run of power cones split into several groups; and large second-order cones,
+outside, inside and on the polar, which J keeps sparse with one new unknown each
+(:mod:`convexlayers.derivative._kkt_lift`): for them J̃'s Schur complement is compared.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from convexlayers.cones import ConeDims, dual_projection_jacobian
 from convexlayers.derivative._kkt import dense, kkt_pattern, kkt_values
-from convexlayers.derivative._kkt_blocks import plan_blocks
+from convexlayers.derivative._kkt_lift import LIFT_MIN
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +41,7 @@ def _random_a(rng, n: int, dims: ConeDims) -> np.ndarray:
     """A 0/1 mask (m, n): each cone block gets its own column pattern."""
     rows = [rng.random((dims.zero + dims.nonneg, n)) < 0.3]
     for k in dims.soc:
-        if k > 45:  # dense columns: the products
+        if k > 45 or k == 11:  # dense columns
             rows.append(np.ones((k, n), dtype=bool))
         else:  # one entry per column: the per-product form
             cols = rng.choice(n, k, replace=False)
@@ -73,7 +74,13 @@ def _case(rng, dims: ConeDims, n: int, batch: int, with_p: bool):
     st = _Structure(n, mask.shape[0], dims, P, A)
     a_vals = rng.standard_normal((batch, ar.size))
     p_vals = None if P is None else rng.standard_normal((batch, P.rows.size))
-    D = dual_projection_jacobian(dims, rng.standard_normal((batch, st.m)))
+    v = rng.standard_normal((batch, st.m))
+    # Second-order cones: element 0 outside the cone and its polar, 1 inside, 2 polar.
+    start = dims.zero + dims.nonneg
+    for k in dims.soc:
+        v[1:, start] = np.where(np.arange(1, batch) % 2, 1.0, -1.0) * 10.0 * np.sqrt(k)
+        start += k
+    D = dual_projection_jacobian(dims, v)
     return st, p_vals, a_vals, D
 
 
@@ -91,6 +98,7 @@ def _reference(st, p_vals, a_vals, D, b: int) -> np.ndarray:
 CASES = {
     "big SOC, dense columns": ConeDims(zero=2, nonneg=5, soc=(51,)),
     "big SOC, single entries": ConeDims(nonneg=3, soc=(40, 3, 3)),
+    "small SOC, dense columns": ConeDims(nonneg=3, soc=(11,)),
     "PSD": ConeDims(zero=1, psd=(3, 3, 4)),
     "exponential, many column counts": ConeDims(nonneg=2, exp=40),
     "power, two groups": ConeDims(power=(0.3, 0.5, 0.7, 0.2)),
@@ -105,25 +113,32 @@ def test_assembled_j_equals_the_dense_formula(name, with_p):
     rng = np.random.default_rng(len(name))
     st, p_vals, a_vals, D = _case(rng, CASES[name], n=50, batch=3, with_p=with_p)
     pattern = kkt_pattern(st, D)
-    J = dense(pattern, kkt_values(pattern, p_vals, a_vals, D))
+    lifted = dense(pattern, kkt_values(pattern, p_vals, a_vals, D))
+    N = st.n + st.m
+    extra = sum(1 for k in CASES[name].soc if k >= LIFT_MIN)
+    assert lifted.shape[1] == N + extra
     for b in range(3):
-        np.testing.assert_allclose(J[b], _reference(st, p_vals, a_vals, D, b),
-                                   rtol=1e-13, atol=1e-13)
+        # Lifted cones: J is the Schur complement of J̃ on the new unknowns (−I there).
+        Jt = lifted[b]
+        np.testing.assert_array_equal(Jt[N:, N:], -np.eye(extra))
+        J = Jt[:N, :N] + Jt[:N, N:] @ Jt[N:, :N]
+        np.testing.assert_allclose(J, _reference(st, p_vals, a_vals, D, b),
+                                   rtol=1e-12, atol=1e-12)
 
 
 def test_each_way_is_taken():
-    """The cases above send runs down both ways (else the test above proves less)."""
+    """The cases above send runs down every way (else the test above proves less)."""
     rng = np.random.default_rng(0)
 
-    def ways(dims: ConeDims) -> tuple[int, bool]:
+    def ways(dims: ConeDims) -> tuple[int, int]:
         st, _, _, D = _case(rng, dims, n=50, batch=1, with_p=False)
-        layout = tuple((offset, s.shape[1], s.shape[2]) for offset, s in D.stacks)
-        groups, done = plan_blocks(st.n, st.A.rows, st.A.cols, layout)
-        blocked = st.A.rows >= dims.zero + dims.nonneg
-        return len(groups), bool(done[blocked].all())
+        pattern = kkt_pattern(st, D)
+        return len(pattern.blocks), len(pattern.lifted)
 
-    assert ways(CASES["big SOC, dense columns"]) == (1, True)
-    assert ways(ConeDims(soc=(40,)))[0] == 0
-    assert ways(ConeDims(exp=40))[0] == 0
-    assert ways(CASES["power, two groups"]) == (2, True)
-    assert ways(CASES["PSD"])[1]
+    assert ways(CASES["big SOC, dense columns"]) == (0, 1)
+    assert ways(CASES["small SOC, dense columns"]) == (1, 0)
+    assert ways(CASES["big SOC, single entries"]) == (1, 1)  # the two 3-cones: products
+    assert ways(CASES["exponential, many column counts"]) == (0, 0)
+    assert ways(CASES["power, two groups"]) == (2, 0)
+    assert ways(CASES["PSD"])[0] >= 1
+    assert ways(CASES["all together"])[1] == 1

@@ -81,19 +81,25 @@ def soc_projection_jacobian(v: np.ndarray) -> np.ndarray:
     v = as_cone_stack(v, None, "v")
     n, k = v.shape
     t, z, r = _split(v)
-    jac = np.zeros((n, k, k))
     _, inside, mid = _regions(t, r)
+    if not mid.any():
+        jac = np.zeros((n, k, k))
+        jac[inside] = np.eye(k)
+        return jac
+    # The third region, written in place (one pass over the k × k blocks).
+    rm = r[mid]
+    zhat = z[mid] / rm[:, None]
+    ratio = t[mid] / rm
+    block = np.empty((rm.size, k, k))
+    np.multiply(zhat[:, :, None], (-0.5 * ratio)[:, None, None] * zhat[:, None, :],
+                out=block[:, 1:, 1:])
+    tail = np.arange(1, k)
+    block[:, tail, tail] += 0.5 * (1.0 + ratio)[:, None]
+    block[:, 0, 0] = 0.5
+    block[:, 0, 1:] = block[:, 1:, 0] = 0.5 * zhat
+    if mid.all():
+        return block
+    jac = np.zeros((n, k, k))
     jac[inside] = np.eye(k)
-    if np.any(mid):
-        tm, rm = t[mid], r[mid]
-        zhat = z[mid] / rm[:, None]
-        ratio = tm / rm
-        block = np.empty((zhat.shape[0], k, k))
-        block[:, 0, 0] = 1.0
-        block[:, 0, 1:] = zhat
-        block[:, 1:, 0] = zhat
-        outer = zhat[:, :, None] * zhat[:, None, :]
-        ratio3 = ratio[:, None, None]
-        block[:, 1:, 1:] = (1.0 + ratio3) * np.eye(k - 1) - ratio3 * outer
-        jac[mid] = 0.5 * block
+    jac[mid] = block
     return jac

@@ -85,8 +85,11 @@ class SolutionDerivative:
             self.store.set(idx, self.linear_solver.factor(self.J.take(idx)))
 
     def solve(self, rhs: np.ndarray, transpose: bool = False) -> np.ndarray:
-        """Solve J z = rhs (or Jᵀ z = rhs) for a batch ``rhs`` of shape (B, n + m)."""
-        r = rhs[..., None]
+        """Solve J z = rhs (or Jᵀ z = rhs) for a batch ``rhs`` of shape (B, n + m)
+        (through the lifted J̃ (z, ζ) = (rhs, 0) where J has new unknowns ζ)."""
+        size = rhs.shape[1]
+        r = np.zeros((self.batch, self.J.size, 1))
+        r[:, :size, 0] = rhs
         reused = np.zeros(self.batch, dtype=bool)
         if self._tried is not None:  # factors from polishing: keep those that work here
             reused = self._tried.known()
@@ -110,7 +113,7 @@ class SolutionDerivative:
         residual = _norms(r - self.J.matvec(z, transpose)) / np.maximum(
             _norms(r), np.finfo(float).tiny)
         self.report = SolveReport(tuple(method), residual, steps)
-        return z[..., 0]
+        return z[:, :size, 0]
 
     def jvp(self, ddata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tangent (B, nd) of the data -> tangents (dx, dy, ds)."""

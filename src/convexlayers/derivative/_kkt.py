@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian
 from convexlayers.derivative._kkt_blocks import BlockGroup, block_products, plan_blocks
+from convexlayers.derivative._kkt_lift import lift_values, lifted_runs, plan_lift
 from convexlayers.derivative._schur import PairPlan, pair_plan
 from convexlayers.derivative._structure import Structure
 
@@ -36,7 +37,7 @@ class KKTPattern:
 
     Attributes:
         n: the number of primal unknowns (J's first block).
-        size: N = n + m.
+        size: N = n + m, and one more per lifted cone (:mod:`._kkt_lift`).
         indices, indptr: J's CSC pattern (column-major order of its nonzeros).
         src, dsrc, sign: per contribution, as above.
         gather: (nnz, contributions) 0/1 sparse matrix.
@@ -49,6 +50,7 @@ class KKTPattern:
             (:mod:`._schur`), or None.
         blocks: the Aᵀ D entries of dense cone blocks made by matrix products instead
             (:mod:`._kkt_blocks`): per product, its plan and the nonzeros it fills.
+        lifted: the runs of D's stacks kept sparse by new unknowns (:mod:`._kkt_lift`).
     """
 
     n: int
@@ -66,6 +68,7 @@ class KKTPattern:
     col_sum: sp.csr_array
     pairs: PairPlan | None
     blocks: tuple[tuple[BlockGroup, np.ndarray], ...]
+    lifted: tuple[int, ...]
 
     @property
     def nnz(self) -> int:
@@ -90,29 +93,36 @@ class KKTPattern:
         return self.pairs.size, self.pairs.nnz
 
 
-def _row_blocks(m: int, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of D: first row of its block, block size, and index of D[row, first] in dflat."""
+def _row_blocks(m: int, layout: Layout, skip: tuple[int, ...]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of D: first row of its block, block size, and index of D[row, first] in
+    dflat (whose blocks leave out the runs ``skip``)."""
     start, size, base = np.arange(m), np.ones(m, dtype=np.int64), np.arange(m)
     offset_in_flat = m
-    for offset, count, k in layout:
+    for i, (offset, count, k) in enumerate(layout):
         rows = offset + np.arange(count * k)
         cone = (rows - offset) // k
         start[rows] = offset + cone * k
         size[rows] = k
+        if i in skip:
+            continue
         within = rows - start[rows]
         base[rows] = offset_in_flat + cone * k * k + within * k
         offset_in_flat += count * k * k
     return start, size, base
 
 
-def _contributions(st: Structure, layout: Layout, by_block: np.ndarray):
+def _contributions(st: Structure, layout: Layout, by_block: np.ndarray,
+                   runs: tuple[int, ...]):
     """(row, col, src, dsrc, sign) of every product that makes up J, but the Aᵀ D terms
-    of the nonzeros of A marked ``by_block``."""
+    of the nonzeros of A marked ``by_block``; the lifted ``runs`` (:mod:`._kkt_lift`)
+    with their new unknowns. Also the number of those."""
     n, m = st.n, st.m
     n_p = 0 if st.P is None else st.P.rows.size
     n_a = st.A.rows.size
-    one_data, n_dflat = n_p + n_a, m + sum(c * k * k for _, c, k in layout)
-    one_d = n_dflat
+    dense_part = m + sum(c * k * k for i, (_, c, k) in enumerate(layout) if i not in runs)
+    one_data = n_p + n_a
+    one_d = dense_part + sum(4 * layout[i][1] * layout[i][2] for i in runs)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int]] = []
     if st.P is not None:
         i, j, k = st.P.rows, st.P.cols, np.arange(n_p)
@@ -120,9 +130,10 @@ def _contributions(st: Structure, layout: Layout, by_block: np.ndarray):
         parts += [(i, j, k, one_d), (j[off], i[off], k[off], one_d)]
     ar, ac, ak = st.A.rows, st.A.cols, n_p + np.arange(n_a)
     parts.append((n + ar, ac, ak, one_d))  # A
-    start, size, base = _row_blocks(m, layout)
+    lift = plan_lift(n, n + m, (ar, ac, ak), layout, runs, m, dense_part, one_data)
+    start, size, base = _row_blocks(m, layout, runs)
     # Aᵀ D: entry (c, n + r') gets A[r, c] · D[r, r'] for r' in r's block.
-    reps = np.where(by_block, 0, size[ar])
+    reps = np.where(by_block | lift.entries, 0, size[ar])
     which = np.repeat(np.arange(n_a), reps)
     step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     parts.append((ac[which], n + start[ar][which] + step, ak[which], base[ar][which] + step))
@@ -130,28 +141,30 @@ def _contributions(st: Structure, layout: Layout, by_block: np.ndarray):
     rows = np.arange(m)
     blocked = size > 1
     parts.append((n + rows[~blocked], n + rows[~blocked], one_data, rows[~blocked]))
-    reps = size[blocked]
+    reps = np.where(lift.rows, 0, size)[blocked]
     r = np.repeat(rows[blocked], reps)
     step = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     parts.append((n + r, n + start[r] + step, one_data, base[r] + step))
-    # Last, the whole diagonal: −1 on the v block, 0 on the x block (kept in the pattern
-    # so that a regularization can be added to the values).
-    diag = np.arange(n + m)
+    parts += lift.parts
+    # Last, the whole diagonal: −1 on the v block and the new unknowns, 0 on the x block
+    # (kept in the pattern so that a regularization can be added to the values).
+    N = n + m + lift.extra
+    diag = np.arange(N)
     row = np.concatenate([np.asarray(p[0]) for p in parts] + [diag])
     col = np.concatenate([np.asarray(p[1]) for p in parts] + [diag])
     src = np.concatenate([np.broadcast_to(p[2], np.shape(p[0])) for p in parts]
-                         + [np.full(n + m, one_data)])
+                         + [np.full(N, one_data)])
     dsrc = np.concatenate([np.broadcast_to(p[3], np.shape(p[0])) for p in parts]
-                          + [np.full(n + m, one_d)])
+                          + [np.full(N, one_d)])
     sign = np.ones(row.size)
-    sign[-(n + m) :] = np.concatenate([np.zeros(n), -np.ones(m)])
-    return row, col, src, dsrc, sign
+    sign[-N:] = np.concatenate([np.zeros(n), -np.ones(N - n)])
+    return (row, col, src, dsrc, sign), N
 
 
 def _build(st: Structure, layout: Layout) -> KKTPattern:
-    N = st.n + st.m
-    groups, by_block = plan_blocks(st.n, st.A.rows, st.A.cols, layout)
-    row, col, src, dsrc, sign = _contributions(st, layout, by_block)
+    runs = lifted_runs(st.dims.zero + st.dims.nonneg + sum(st.dims.soc), layout)
+    groups, by_block = plan_blocks(st.n, st.A.rows, st.A.cols, layout, skip=runs)
+    (row, col, src, dsrc, sign), N = _contributions(st, layout, by_block, runs)
     block_keys = [g.cols.astype(np.int64) * N + g.rows for g in groups]
     keys, pos = np.unique(np.concatenate([col.astype(np.int64) * N + row, *block_keys]),
                           return_inverse=True)
@@ -168,7 +181,7 @@ def _build(st: Structure, layout: Layout) -> KKTPattern:
     return KKTPattern(st.n, N, rows, np.cumsum(indptr), src, dsrc, sign, gather, flat,
                       diagonal, cols, sp.csr_array((ones, (rows, nz)), shape=(N, keys.size)),
                       sp.csr_array((ones, (cols, nz)), shape=(N, keys.size)),
-                      pair_plan(N, st.n, st.dims.zero, flat), blocks)
+                      pair_plan(N, st.n, st.dims.zero, flat), blocks, runs)
 
 
 def kkt_pattern(st: Structure, D: ConeJacobian) -> KKTPattern:
@@ -194,7 +207,9 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
     ones = np.ones((1, batch))
     # In (entries, batch) layout: row gathers, and a sparse product with no transposed copy.
     data = np.concatenate([*([] if p_vals is None else [p_vals.T]), a_vals.T, ones])
-    dflat = np.concatenate([D.diag.T, *(s.reshape(batch, -1).T for _, s in D.stacks), ones])
+    dflat = np.concatenate([D.diag.T, *(s.reshape(batch, -1).T for i, (_, s) in
+                                        enumerate(D.stacks) if i not in pattern.lifted),
+                            *(lift_values(D.stacks[i][1]) for i in pattern.lifted), ones])
     products = data[pattern.src]
     scaled, signed = pattern.scaled, pattern.signed
     products[scaled] *= dflat[pattern.dsrc[scaled]]

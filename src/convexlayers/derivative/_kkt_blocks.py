@@ -71,13 +71,15 @@ def _group(stack: int, offset: int, n: int, k: int, members: np.ndarray, entries
 
 
 def plan_blocks(n: int, a_rows: np.ndarray, a_cols: np.ndarray,
-                layout: tuple[tuple[int, int, int], ...]
+                layout: tuple[tuple[int, int, int], ...], skip: tuple[int, ...] = ()
                 ) -> tuple[list[BlockGroup], np.ndarray]:
-    """The products for the runs of D's blocks worth doing densely, and a mask over A's
-    nonzeros: those whose Aᵀ D terms these products make."""
+    """The products for the runs of D's blocks (but the runs ``skip``) worth doing
+    densely, and a mask over A's nonzeros: those whose Aᵀ D terms these products make."""
     groups: list[BlockGroup] = []
     done = np.zeros(a_rows.size, dtype=bool)
     for stack, (offset, count, k) in enumerate(layout):
+        if stack in skip:
+            continue
         inside = np.flatnonzero((a_rows >= offset) & (a_rows < offset + count * k))
         if not inside.size:
             continue
