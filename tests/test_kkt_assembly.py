@@ -142,3 +142,44 @@ def test_each_way_is_taken():
     assert ways(CASES["power, two groups"]) == (2, 0)
     assert ways(CASES["PSD"])[0] >= 1
     assert ways(CASES["all together"])[1] == 1
+
+
+def _ball_layer(n: int, solver: str):
+    import cvxpy as cp
+
+    from convexlayers.torch import CvxpyLayer
+
+    x, p = cp.Variable(n), cp.Parameter(n)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - p)), [cp.norm(x) <= 1, x >= -0.2])
+    return CvxpyLayer(prob, parameters=[p], variables=[x], solver=solver)
+
+
+def _epigraph_layer(n: int, k: int, solver: str):
+    import cvxpy as cp
+
+    from convexlayers.torch import CvxpyLayer
+
+    x, t = cp.Variable(n), cp.Variable()
+    q, F = cp.Parameter(n), cp.Parameter((k, n))
+    obj = q @ x + t + 0.5 * cp.sum_squares(x)
+    prob = cp.Problem(cp.Minimize(obj), [cp.norm(F @ x) <= t, cp.sum(x) == 1])
+    return CvxpyLayer(prob, parameters=[q, F], variables=[x, t], solver=solver)
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "NATIVE"])
+def test_gradients_through_large_second_order_cones(solver):
+    """gradcheck at its defaults through lifted cones: a 31-row ball constraint, active
+    in one element and inactive in the other (its row 0 is constant), and a 21-row
+    epigraph of ‖F x‖ (row 0 holds t)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    ball = _ball_layer(30, solver)
+    p = torch.tensor(np.stack([rng.standard_normal(30), 0.02 * rng.standard_normal(30)]),
+                     requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda p: ball(p)[0], (p,))
+    epi = _epigraph_layer(12, 20, solver)
+    q = torch.tensor(rng.standard_normal((2, 12)), requires_grad=True)
+    F = torch.tensor(0.3 * rng.standard_normal((2, 20, 12)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, F: epi(q, F), (q, F))
