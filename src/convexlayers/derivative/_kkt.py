@@ -170,7 +170,7 @@ def _build(st: Structure, layout: Layout) -> KKTPattern:
                           return_inverse=True)
     gather = sp.csr_array((np.ones(row.size), (pos[:row.size], np.arange(row.size))),
                           shape=(keys.size, row.size))
-    blocks = tuple((g, np.searchsorted(keys, k)) for g, k in zip(groups, block_keys))
+    blocks = tuple((g, np.searchsorted(keys, k)) for g, k in zip(groups, block_keys, strict=True))
     rows, cols = keys % N, keys // N
     indptr = np.zeros(N + 1, dtype=np.int64)
     np.add.at(indptr, cols + 1, 1)
