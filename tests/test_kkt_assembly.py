@@ -80,7 +80,7 @@ def _case(rng, dims: ConeDims, n: int, batch: int, with_p: bool):
     for k in dims.soc:
         v[1:, start] = np.where(np.arange(1, batch) % 2, 1.0, -1.0) * 10.0 * np.sqrt(k)
         start += k
-    D = dual_projection_jacobian(dims, v)
+    D = dual_projection_jacobian(dims, v, low_rank_from=LIFT_MIN)
     return st, p_vals, a_vals, D
 
 
@@ -183,3 +183,23 @@ def test_gradients_through_large_second_order_cones(solver):
     q = torch.tensor(rng.standard_normal((2, 12)), requires_grad=True)
     F = torch.tensor(0.3 * rng.standard_normal((2, 20, 12)), requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, F: epi(q, F), (q, F))
+
+
+def test_factored_second_order_cones_act_like_the_dense_blocks():
+    """D with its large second-order cones in factored form: the same matrix (dense,
+    per-element sparse) and the same products, in all three regions of the cone."""
+    rng = np.random.default_rng(7)
+    dims = CASES["all together"]
+    v = rng.standard_normal((3, dims.size))
+    v[1, dims.zero + dims.nonneg] = 100.0  # element 1 inside the 51-row cone
+    v[2, dims.zero + dims.nonneg] = -100.0  # element 2 on its polar
+    dense_D = dual_projection_jacobian(dims, v)
+    factored = dual_projection_jacobian(dims, v, low_rank_from=LIFT_MIN)
+    assert len(factored.low_rank) == 1 and len(factored.stacks) == len(dense_D.stacks) - 1
+    np.testing.assert_allclose(factored.dense(), dense_D.dense(), rtol=0, atol=1e-15)
+    for i in (0, 2, -1):
+        np.testing.assert_allclose(factored.sparse(i).toarray(), dense_D.sparse(i).toarray(),
+                                   rtol=0, atol=1e-15)
+    for z in (rng.standard_normal((3, dims.size)), rng.standard_normal((3, dims.size, 4))):
+        np.testing.assert_allclose(factored.matvec(z), dense_D.matvec(z), rtol=1e-13,
+                                   atol=1e-13)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convexlayers.cones._dims import ConeDims
+from convexlayers.cones._soc import soc_dense
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -28,7 +29,8 @@ class ConeJacobian:
 
     For every batch element b, D_b is m×m and block diagonal: a diagonal part on
     the zero-cone and nonnegative rows (``diag``), and one dense symmetric block
-    per SOC, PSD, exponential and power cone (``blocks``).
+    per SOC, PSD, exponential and power cone (``blocks``), but for runs of
+    second-order cones kept in factored form (``low_rank``).
 
     Attributes:
         dims: the cone K whose rows D acts on.
@@ -40,6 +42,10 @@ class ConeJacobian:
             runs of ``count`` consecutive cones of equal size; used by :meth:`matvec`
             and :meth:`dense` to avoid a Python loop over cones. Built from
             ``blocks`` when omitted; when given it must hold the same blocks.
+        low_rank: runs of second-order cones not in ``blocks``: ``(row offset, (δ, h,
+            w, γ))`` with δ, h, w (B, count, k) and γ (B, count), each block
+            diag(δ) + h e₀ᵀ + e₀ hᵀ + γ w wᵀ (:func:`~convexlayers.cones._soc.soc_jacobian_parts`;
+            O(k) memory where a dense block takes k²).
 
     Example:
         >>> import numpy as np
@@ -57,6 +63,7 @@ class ConeJacobian:
     diag: np.ndarray = field(repr=False)
     blocks: tuple[tuple[int, np.ndarray], ...] = field(repr=False)
     stacks: tuple[tuple[int, np.ndarray], ...] = field(default=(), repr=False)
+    low_rank: tuple[tuple[int, tuple[np.ndarray, ...]], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         m = self.dims.size
@@ -98,7 +105,23 @@ class ConeJacobian:
             sl = slice(offset, offset + count * k)
             part = zz[:, sl].reshape(self.batch, count, k, rhs)
             out[:, sl] = (stack @ part).reshape(self.batch, count * k, rhs)
+        for offset, (delta, head, w, gamma) in self.low_rank:
+            count, k = delta.shape[1], delta.shape[2]
+            sl = slice(offset, offset + count * k)
+            part = zz[:, sl].reshape(self.batch, count, k, rhs)
+            prod = delta[..., None] * part + head[..., None] * part[:, :, :1]
+            prod[:, :, 0] += (head[..., None] * part).sum(axis=2)
+            prod += (gamma[..., None] * w)[..., None] * (w[..., None] * part).sum(
+                axis=2, keepdims=True)
+            out[:, sl] = prod.reshape(self.batch, count * k, rhs)
         return out if z.ndim == 3 else out[:, :, 0]
+
+    def _dense_runs(self, rows: slice = slice(None)) -> list[tuple[int, np.ndarray]]:
+        """Every run as (offset, (b, count, k, k)) for the batch ``rows``, the factored
+        ones formed."""
+        return [*((offset, stack[rows]) for offset, stack in self.stacks),
+                *((offset, soc_dense(*(p[rows] for p in parts)))
+                  for offset, parts in self.low_rank)]
 
     def dense(self) -> np.ndarray:
         """Return D as a dense (B, m, m) array."""
@@ -106,7 +129,7 @@ class ConeJacobian:
         out = np.zeros((self.batch, m, m))
         idx = np.arange(m)
         out[:, idx, idx] = self.diag
-        for offset, stack in self.stacks:
+        for offset, stack in self._dense_runs():
             rows, cols = _block_indices(offset, stack.shape[1], stack.shape[2])
             out[:, rows, cols] = stack.reshape(self.batch, rows.size)
         return out
@@ -131,11 +154,11 @@ class ConeJacobian:
         m = self.dims.size
         lin = np.arange(self.dims.zero + self.dims.nonneg)
         rows, cols, vals = [lin], [lin], [self.diag[i, lin]]
-        for offset, stack in self.stacks:
+        for offset, stack in self._dense_runs(slice(i, i + 1 if i != -1 else None)):
             r, c = _block_indices(offset, stack.shape[1], stack.shape[2])
             rows.append(r)
             cols.append(c)
-            vals.append(stack[i].ravel())
+            vals.append(stack[0].ravel())
         coo = sp.coo_array(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
         )

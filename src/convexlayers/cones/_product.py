@@ -27,7 +27,7 @@ from convexlayers.cones._exp import exp_projection_jacobian, project_exp
 from convexlayers.cones._jacobian import ConeJacobian
 from convexlayers.cones._power import power_projection_jacobian, project_power
 from convexlayers.cones._psd import order_from_size, project_psd, psd_projection_jacobian
-from convexlayers.cones._soc import project_soc, soc_projection_jacobian
+from convexlayers.cones._soc import project_soc, soc_jacobian_parts, soc_projection_jacobian
 
 # A group: (kind, row offset, cone size, number of cones, power exponents or None).
 _Group = tuple[str, int, int, int, np.ndarray | None]
@@ -155,7 +155,8 @@ def _group_jacobian(kind: str, stack: np.ndarray, size: int, alphas: np.ndarray 
     return np.eye(3) - primal
 
 
-def dual_projection_jacobian(dims: ConeDims, v: np.ndarray) -> ConeJacobian:
+def dual_projection_jacobian(dims: ConeDims, v: np.ndarray,
+                             low_rank_from: int | None = None) -> ConeJacobian:
     """Jacobian D = DΠ_{K*}(v) of the dual-cone projection, for each batch element.
 
     Zero-cone rows (K* free): 1. Nonnegative rows: 1 where v > 0, else 0.
@@ -167,6 +168,8 @@ def dual_projection_jacobian(dims: ConeDims, v: np.ndarray) -> ConeJacobian:
     Args:
         dims: the cone K.
         v: (B, m) array, m = dims.size.
+        low_rank_from: second-order cones of at least this many rows come in factored
+            form (``ConeJacobian.low_rank``) instead of as dense blocks.
 
     Returns:
         A :class:`ConeJacobian`. Batch rows of v with NaN or Inf give NaN entries.
@@ -183,7 +186,11 @@ def dual_projection_jacobian(dims: ConeDims, v: np.ndarray) -> ConeJacobian:
     diag[bad] = np.nan
     stacks: list[tuple[int, np.ndarray]] = []
     blocks: list[tuple[int, np.ndarray]] = []
+    low_rank: list[tuple[int, tuple[np.ndarray, ...]]] = []
     for kind, offset, size, count, alpha in _groups(dims):
+        if kind == "soc" and low_rank_from is not None and size >= low_rank_from:
+            low_rank.append((offset, _soc_parts(arr, offset, size, count, bad)))
+            continue
         alphas = None if alpha is None else np.tile(alpha, batch)
         jac = _group_jacobian(kind, _stack(arr, offset, size, count), size, alphas)
         jac = jac.reshape(batch, count, size, size)
@@ -192,4 +199,15 @@ def dual_projection_jacobian(dims: ConeDims, v: np.ndarray) -> ConeJacobian:
         stacks.append((offset, jac))
         blocks.extend((offset + j * size, jac[:, j]) for j in range(count))
     diag.setflags(write=False)
-    return ConeJacobian(dims, batch, diag, tuple(blocks), tuple(stacks))
+    return ConeJacobian(dims, batch, diag, tuple(blocks), tuple(stacks), tuple(low_rank))
+
+
+def _soc_parts(arr, offset, size, count, bad) -> tuple[np.ndarray, ...]:
+    """(δ, h, w (B, count, k), γ (B, count)) of a run of second-order cones."""
+    batch = arr.shape[0]
+    parts = soc_jacobian_parts(_stack(arr, offset, size, count))
+    out = tuple(p.reshape(batch, count, *p.shape[1:]) for p in parts)
+    for p in out:
+        p[bad] = np.nan
+        p.setflags(write=False)
+    return out

@@ -69,6 +69,38 @@ def project_soc(v: np.ndarray) -> np.ndarray:
     return out
 
 
+def soc_jacobian_parts(v: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The Jacobian of :func:`project_soc` at each row of ``v`` in factored form,
+    DΠ = diag(δ) + h e₀ᵀ + e₀ hᵀ + γ w wᵀ, in O(k) memory per cone.
+
+    Outside the cone and its polar: δ = ½ (1, 1 + ρ, …, 1 + ρ), h = ½ (0, ẑ),
+    w = (0, ẑ), γ = −ρ/2 (ρ = t/r); inside: δ = 1; on the polar: δ = 0 (and h, w, γ 0).
+
+    Args:
+        v: (N, k) finite array.
+
+    Returns:
+        δ, h, w (N, k) and γ (N,).
+    """
+    v = as_cone_stack(v, None, "v")
+    n, k = v.shape
+    t, z, r = _split(v)
+    _, inside, mid = _regions(t, r)
+    delta, head, w = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+    gamma = np.zeros(n)
+    delta[inside] = 1.0
+    if mid.any():
+        rm = r[mid]
+        zhat = z[mid] / rm[:, None]
+        ratio = t[mid] / rm
+        delta[mid, 0] = 0.5
+        delta[mid, 1:] = 0.5 * (1.0 + ratio)[:, None]
+        head[mid, 1:] = 0.5 * zhat
+        w[mid, 1:] = zhat
+        gamma[mid] = -0.5 * ratio
+    return delta, head, w, gamma
+
+
 def soc_projection_jacobian(v: np.ndarray) -> np.ndarray:
     """Jacobian of :func:`project_soc` at each row of ``v``.
 
@@ -78,28 +110,16 @@ def soc_projection_jacobian(v: np.ndarray) -> np.ndarray:
     Returns:
         (N, k, k) symmetric matrices with eigenvalues in [0, 1] (0 at v = 0).
     """
-    v = as_cone_stack(v, None, "v")
-    n, k = v.shape
-    t, z, r = _split(v)
-    _, inside, mid = _regions(t, r)
-    if not mid.any():
-        jac = np.zeros((n, k, k))
-        jac[inside] = np.eye(k)
-        return jac
-    # The third region, written in place (one pass over the k × k blocks).
-    rm = r[mid]
-    zhat = z[mid] / rm[:, None]
-    ratio = t[mid] / rm
-    block = np.empty((rm.size, k, k))
-    np.multiply(zhat[:, :, None], (-0.5 * ratio)[:, None, None] * zhat[:, None, :],
-                out=block[:, 1:, 1:])
-    tail = np.arange(1, k)
-    block[:, tail, tail] += 0.5 * (1.0 + ratio)[:, None]
-    block[:, 0, 0] = 0.5
-    block[:, 0, 1:] = block[:, 1:, 0] = 0.5 * zhat
-    if mid.all():
-        return block
-    jac = np.zeros((n, k, k))
-    jac[inside] = np.eye(k)
-    jac[mid] = block
+    return soc_dense(*soc_jacobian_parts(v))
+
+
+def soc_dense(delta, head, w, gamma) -> np.ndarray:
+    """The (..., k, k) matrices diag(δ) + h e₀ᵀ + e₀ hᵀ + γ w wᵀ of :func:`soc_jacobian_parts`
+    (one pass over the k × k entries)."""
+    k = delta.shape[-1]
+    jac = np.multiply((gamma[..., None] * w)[..., :, None], w[..., None, :])
+    idx = np.arange(k)
+    jac[..., idx, idx] += delta
+    jac[..., 0, 1:] += head[..., 1:]
+    jac[..., 1:, 0] += head[..., 1:]
     return jac

@@ -23,6 +23,7 @@ import numpy as np
 
 from convexlayers.cones import ConeJacobian, dual_projection_jacobian
 from convexlayers.derivative._kkt import kkt_pattern, kkt_values
+from convexlayers.derivative._kkt_lift import LIFT_MIN
 from convexlayers.derivative._linear import (
     AbstractLinearSolver,
     AutoLinearSolver,
@@ -65,7 +66,8 @@ class SolutionDerivative:
         self.structure = structure
         self.x, self.y, self.s = x, y, s
         self.linear_solver = linear_solver or AutoLinearSolver()
-        self._D: ConeJacobian = dual_projection_jacobian(structure.dims, y - s)
+        self._D: ConeJacobian = dual_projection_jacobian(structure.dims, y - s,
+                                                         low_rank_from=LIFT_MIN)
         p_vals, _, a_vals, _ = structure.split(data)
         pattern = kkt_pattern(structure, self._D)
         values = kkt_values(pattern, None if structure.P is None else p_vals, a_vals, self._D)

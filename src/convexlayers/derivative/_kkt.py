@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from convexlayers.cones import ConeJacobian
 from convexlayers.derivative._kkt_blocks import BlockGroup, block_products, plan_blocks
-from convexlayers.derivative._kkt_lift import lift_values, lifted_runs, plan_lift
+from convexlayers.derivative._kkt_lift import lift_values, plan_lift
 from convexlayers.derivative._schur import PairPlan, pair_plan
 from convexlayers.derivative._structure import Structure
 
@@ -161,8 +161,7 @@ def _contributions(st: Structure, layout: Layout, by_block: np.ndarray,
     return (row, col, src, dsrc, sign), N
 
 
-def _build(st: Structure, layout: Layout) -> KKTPattern:
-    runs = lifted_runs(st.dims.zero + st.dims.nonneg + sum(st.dims.soc), layout)
+def _build(st: Structure, layout: Layout, runs: tuple[int, ...]) -> KKTPattern:
     groups, by_block = plan_blocks(st.n, st.A.rows, st.A.cols, layout, skip=runs)
     (row, col, src, dsrc, sign), N = _contributions(st, layout, by_block, runs)
     block_keys = [g.cols.astype(np.int64) * N + g.rows for g in groups]
@@ -184,19 +183,35 @@ def _build(st: Structure, layout: Layout) -> KKTPattern:
                       pair_plan(N, st.n, st.dims.zero, flat), blocks, runs)
 
 
+def _runs(D: ConeJacobian) -> list[tuple[int, np.ndarray | tuple[np.ndarray, ...]]]:
+    """D's runs of cones in row order: (offset, dense (B, count, k, k) stack, or the
+    factored parts of a run of second-order cones)."""
+    return sorted([*D.stacks, *D.low_rank], key=lambda run: run[0])
+
+
+def _shape(run) -> tuple[int, int, int]:
+    offset, arr = run
+    shape = arr[0].shape if isinstance(arr, tuple) else arr.shape
+    return offset, shape[1], shape[2]
+
+
 def kkt_pattern(st: Structure, D: ConeJacobian) -> KKTPattern:
-    """J's pattern for data laid out as ``st`` and D's block layout (cached)."""
-    layout = tuple((offset, s.shape[1], s.shape[2]) for offset, s in D.stacks)
-    key = (id(st), layout)
+    """J's pattern for data laid out as ``st`` and D's block layout (cached); D's
+    factored runs are lifted (:mod:`._kkt_lift`)."""
+    runs = _runs(D)
+    layout = tuple(_shape(run) for run in runs)
+    lifted = tuple(i for i, (_, arr) in enumerate(runs) if isinstance(arr, tuple))
+    key = (id(st), layout, lifted)
     pattern = _PATTERNS.get(key)
     if pattern is None:
-        pattern = _PATTERNS[key] = _build(st, layout)
+        pattern = _PATTERNS[key] = _build(st, layout, lifted)
         weakref.finalize(st, _PATTERNS.pop, key, None)
     return pattern
 
 
-# Patterns by (identity of the structure, D's layout); an entry goes with its structure.
-_PATTERNS: dict[tuple[int, Layout], KKTPattern] = {}
+# Patterns by (identity of the structure, D's layout, lifted runs); an entry goes with
+# its structure.
+_PATTERNS: dict[tuple[int, Layout, tuple[int, ...]], KKTPattern] = {}
 
 
 def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarray,
@@ -207,16 +222,22 @@ def kkt_values(pattern: KKTPattern, p_vals: np.ndarray | None, a_vals: np.ndarra
     ones = np.ones((1, batch))
     # In (entries, batch) layout: row gathers, and a sparse product with no transposed copy.
     data = np.concatenate([*([] if p_vals is None else [p_vals.T]), a_vals.T, ones])
-    dflat = np.concatenate([D.diag.T, *(s.reshape(batch, -1).T for i, (_, s) in
-                                        enumerate(D.stacks) if i not in pattern.lifted),
-                            *(lift_values(D.stacks[i][1]) for i in pattern.lifted), ones])
+    # dflat: D's diagonal, its dense blocks, then the lifted runs' parts (as in _build).
+    segments, lifted, stacks = [D.diag.T], [], {}
+    for i, (_, arr) in enumerate(_runs(D)):
+        if isinstance(arr, tuple):
+            lifted.append(lift_values(*arr))
+        else:
+            stacks[i] = arr
+            segments.append(arr.reshape(batch, -1).T)
+    dflat = np.concatenate([*segments, *lifted, ones])
     products = data[pattern.src]
     scaled, signed = pattern.scaled, pattern.signed
     products[scaled] *= dflat[pattern.dsrc[scaled]]
     products[signed] *= pattern.sign[signed, None]
     values = pattern.gather @ products
     for group, nonzeros in pattern.blocks:
-        values[nonzeros] = block_products(group, a_vals, D.stacks[group.stack][1]).T
+        values[nonzeros] = block_products(group, a_vals, stacks[group.stack]).T
     return values.T  # a view of the (nnz, B) products: see KKTMatrix
 
 

@@ -15,9 +15,9 @@ closes the system: J̃ = [[J_S, γ c], [wᵀ-row, −1]], whose Schur complement
 unknown is J, so J̃ (z, ζ) = (r, 0) exactly when J z = r (and so for Jᵀ). J̃ has O(k)
 entries per cone beyond those of A.
 
-The values S, h, w, γ are read off D's dense block: h = D[0, 1:], w = (0, 2h) and
-γ = ½ − β, where the tail T = D[1:, 1:] = β I + γ w₁w₁ᵀ and w₁ᵀ T w₁ = ½ give
-β = (T_ii − ½ w_i²) / (1 − w_i²) at the i with the smallest w_i² (at most 1/(k − 1)).
+The derivative asks :func:`~convexlayers.cones.dual_projection_jacobian` for these
+cones in factored form (δ, h, w, γ: ``ConeJacobian.low_rank``), so D's k × k blocks are
+never formed either (200 MB per element at k = 5,000).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Second-order cones of at least this many rows are lifted.
+# Second-order cones of at least this many rows are lifted (the derivative asks
+# dual_projection_jacobian for them in factored form).
 LIFT_MIN = 16
 
 
@@ -47,13 +48,6 @@ class Lift:
     entries: np.ndarray
     extra: int
     parts: list
-
-
-def lifted_runs(soc_end: int, layout) -> tuple[int, ...]:
-    """The runs of second-order cones (their rows end before ``soc_end``) of at least
-    ``LIFT_MIN`` rows."""
-    return tuple(i for i, (offset, _, k) in enumerate(layout)
-                 if offset < soc_end and k >= LIFT_MIN)
 
 
 def plan_lift(n: int, N: int, a: tuple, layout, runs: tuple[int, ...], m: int,
@@ -115,21 +109,10 @@ def _rows(n, lift0, offset, count, k, seg, one_data):
             (new[tail], n + rows[tail], one_data, seg[2, 0] + j[tail])]  # wᵀ
 
 
-def lift_values(stack: np.ndarray) -> np.ndarray:
-    """(4·count·k, B) dflat segment [δ | h | w | γw] of a lifted run's D blocks
-    (B, count, k, k), each part (count·k) laid out cone by cone."""
-    B, count, k, _ = stack.shape
-    head = np.zeros((B, count, k))
-    head[..., 1:] = stack[..., 0, 1:]
-    w = 2.0 * head
-    diag = np.diagonal(stack, axis1=-2, axis2=-1)
-    w2 = w[..., 1:] ** 2
-    i = 1 + np.argmin(w2, axis=-1)[..., None]
-    wi2 = np.take_along_axis(w * w, i, axis=-1)[..., 0]
-    Tii = np.take_along_axis(diag, i, axis=-1)[..., 0]
-    beta = (Tii - 0.5 * wi2) / (1.0 - wi2)
-    # γ only where D has the rank-one part (h ≠ 0): inside and on the polar D = S.
-    gamma = np.where(np.abs(head).sum(axis=-1) > 0, 0.5 - beta, 0.0)
-    delta = diag - gamma[..., None] * w * w
+def lift_values(delta: np.ndarray, head: np.ndarray, w: np.ndarray,
+                gamma: np.ndarray) -> np.ndarray:
+    """(4·count·k, B) dflat segment [δ | h | w | γw] of a lifted run's factored D
+    blocks (δ, h, w (B, count, k), γ (B, count)), each part laid out cone by cone."""
+    B = delta.shape[0]
     parts = np.stack([delta, head, w, gamma[..., None] * w])  # (4, B, count, k)
-    return np.moveaxis(parts, 1, -1).reshape(4 * count * k, B)
+    return np.moveaxis(parts, 1, -1).reshape(-1, B)

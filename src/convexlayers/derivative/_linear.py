@@ -179,7 +179,7 @@ class AutoLinearSolver(AbstractLinearSolver):
         dense_max: largest system ever solved densely.
     """
 
-    small: int = 100
+    small: int = 128
     density: float = 0.15
     dense_max: int = 2000
 
