@@ -270,6 +270,24 @@ def sdp(k: int, batch: int) -> Workload:
                     qpth_skip="has a PSD cone", cones="zero, psd (+ P)", sizes={"k": k})
 
 
+# -- (k) a large second-order cone: projection onto {‖x‖ ≤ 1, x ≥ −0.2} ------------------
+def soc_ball(n: int, batch: int) -> Workload:
+    def build() -> Built:
+        x, p = cp.Variable(n, name="x"), cp.Parameter(n, name="p")
+        cons = [cp.norm(x) <= 1, x >= -0.2]
+        return cp.Problem(cp.Minimize(cp.sum_squares(x - p)), cons), [p], [x]
+
+    def values(seed: int) -> list[np.ndarray]:
+        # ‖p‖ about 1.5 (the ball active) in half the batch, 0.5 (inactive) in the rest.
+        r = _rng(seed, f"ball{n}")
+        scale = np.where(np.arange(batch) % 2 == 0, 1.5, 0.5)[:, None] / np.sqrt(n)
+        return [scale * r.standard_normal((batch, n))]
+
+    return Workload("soc_ball", f"n={n} B={batch}", batch, build, values,
+                    qpth_skip="has a second-order cone", cones="nonneg, soc (+ P)",
+                    sizes={"n": n})
+
+
 def suite(quick: bool) -> list[Workload]:
     """The workloads of a quick or a full run."""
     if quick:
@@ -278,6 +296,7 @@ def suite(quick: bool) -> list[Workload]:
             readme_lp(20, 10, 8), ridge(30, 10, 8), portfolio_socp(20, 8),
             logistic(30, 5, 4), sparse_qp(300, 2),
             mpc(10, 16), robust_regression(20, 10, 16), sparsemax(30, 32), sdp(4, 16),
+            soc_ball(100, 4),
         ]
     return [
         *(dense_qp(n, b) for n in (10, 50, 100) for b in (1, 32, 128)),
@@ -287,5 +306,5 @@ def suite(quick: bool) -> list[Workload]:
         logistic(50, 5, 16), logistic(200, 20, 16),
         sparse_qp(2000, 1), sparse_qp(2000, 4),
         mpc(10, 64), robust_regression(30, 15, 64), sparsemax(100, 256),
-        sdp(6, 64), sdp(20, 16),
+        sdp(6, 64), sdp(20, 16), soc_ball(1000, 8),
     ]

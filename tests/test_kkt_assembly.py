@@ -203,3 +203,38 @@ def test_factored_second_order_cones_act_like_the_dense_blocks():
     for z in (rng.standard_normal((3, dims.size)), rng.standard_normal((3, dims.size, 4))):
         np.testing.assert_allclose(factored.matvec(z), dense_D.matvec(z), rtol=1e-13,
                                    atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lifted_and_dense_blocks_give_the_same_gradients(seed, monkeypatch):
+    """Random SOCPs with 21- to 41-row cones (a norm objective and a norm-ball constraint,
+    active or not): gradients through the lifted J equal those through D's dense blocks."""
+    import cvxpy as cp
+    import torch
+
+    from convexlayers.derivative import _engine
+    from convexlayers.torch import CvxpyLayer
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(20, 31)), int(rng.integers(20, 41))
+    x = cp.Variable(n)
+    A, b, c = cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter(n)
+    radius = float(rng.choice([0.3, 10.0]))  # the ball active, or not
+    obj = cp.norm(A @ x - b) + 0.1 * cp.norm1(x) + 0.05 * cp.sum_squares(x)
+    prob = cp.Problem(cp.Minimize(obj), [cp.norm(x - c) <= radius])
+    vals = [rng.standard_normal((3, m, n)), rng.standard_normal((3, m)),
+            rng.standard_normal((3, n))]
+
+    def grads():
+        layer = CvxpyLayer(prob, parameters=[A, b, c], variables=[x])
+        ts = [torch.tensor(v, requires_grad=True) for v in vals]
+        (out,) = layer(*ts)
+        (out * torch.tensor(np.cos(np.arange(n)))).sum().backward()
+        return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+    x_lift, g_lift = grads()
+    monkeypatch.setattr(_engine, "LIFT_MIN", 10**9)
+    x_dense, g_dense = grads()
+    np.testing.assert_allclose(x_lift, x_dense, rtol=0, atol=1e-9)
+    for gl, gd in zip(g_lift, g_dense, strict=True):
+        np.testing.assert_allclose(gl, gd, rtol=1e-6, atol=1e-8)

@@ -33,17 +33,15 @@ LIFT_MIN = 16
 
 @dataclass(frozen=True, eq=False)
 class Lift:
-    """Which runs of D's stacks are lifted and the products they put into J.
+    """The products the lifted runs of D put into J.
 
     Attributes:
-        runs: indices of the lifted runs among D's stacks.
         rows: mask over D's rows: those of lifted cones.
         entries: mask over A's nonzeros: those in lifted rows.
         extra: the number of new unknowns (one per lifted cone).
         parts: (row, col, src, dsrc) of the lifted products, as in ``_kkt``.
     """
 
-    runs: tuple[int, ...]
     rows: np.ndarray
     entries: np.ndarray
     extra: int
@@ -73,7 +71,7 @@ def plan_lift(n: int, N: int, a: tuple, layout, runs: tuple[int, ...], m: int,
         parts += _rows(n, N + extra, offset, count, k, seg, one_data)
         base += 4 * count * k
         extra += count
-    return Lift(runs, rows, entries, extra, parts)
+    return Lift(rows, entries, extra, parts)
 
 
 def _columns(n, cols, data, local, first, at, k, offset, seg, new):
