@@ -78,9 +78,9 @@ def _agree(reused, fresh, tol=1e-5):
 
 
 def test_a_block_shares_one_setup_and_answers_as_fresh_on_any_threads(monkeypatch):
-    """Blocks of 4 at batch 32 (at least BLOCK = 8 blocks): 8 setups, P, q, A and b
-    updated on the others, the answers those of fresh setups, and bit for bit the same
-    on 1 and 2 threads."""
+    """Blocks at batch 32 (4 elements on 8 CPUs or more, 8 on 4 or fewer): one setup
+    each, P, q, A and b updated on the others, the answers those of fresh setups, and
+    bit for bit the same on 1 and 2 threads."""
     structure, data = _data(_values(np.random.default_rng(0), 32))
     setups = _counting(monkeypatch)
     points = []
@@ -88,7 +88,7 @@ def test_a_block_shares_one_setup_and_answers_as_fresh_on_any_threads(monkeypatc
         monkeypatch.setenv(_parallel.ENV_THREADS, threads)
         setups[0] = 0
         reused = _parallel.solve_all(CLARABEL, structure, data, {})
-        assert setups[0] == 32 // 4
+        assert setups[0] == 32 // _parallel.block_size(32)
         _agree(reused, _fresh(structure, data))
         points.append(np.stack([r.x for r in reused]))
     np.testing.assert_array_equal(points[0], points[1])
@@ -181,3 +181,14 @@ def test_layer_outputs_and_gradients_as_with_a_setup_per_element(monkeypatch):
     np.testing.assert_allclose(x, x_fresh, atol=1e-9)
     for g, h in zip(grads, grads_fresh, strict=True):
         np.testing.assert_allclose(g, h, atol=1e-8)
+
+
+@pytest.mark.parametrize(("cpus", "sizes"), [(1, [1, 2, 8, 8]), (2, [1, 1, 4, 8]),
+                                             (16, [1, 1, 1, 4])])
+def test_blocks_follow_the_machines_cpus_not_the_threads(monkeypatch, cpus, sizes):
+    """Block sizes at batches 1, 2, 8 and 32: one setup per CPU's share (at most 8
+    elements), whatever CONVEXLAYERS_NUM_THREADS says."""
+    monkeypatch.setattr(_parallel, "_cpus", lambda: cpus)
+    for threads in ("1", "7"):
+        monkeypatch.setenv(_parallel.ENV_THREADS, threads)
+        assert [_parallel.block_size(b) for b in (1, 2, 8, 32)] == sizes

@@ -5,8 +5,9 @@ threads; for the others the batch is solved in a plain loop. The number of
 threads is the number of CPUs this process may run on (its affinity mask, which
 also reflects taskset/cgroup pinning), or ``CONVEXLAYERS_NUM_THREADS`` if set.
 The batch is cut into blocks of consecutive elements, their size fixed by the batch's
-(at most ``BLOCK``, and at least ``BLOCK`` blocks when the batch allows it) whatever the
-number of threads; a thread takes the next unsolved block when it is free (elements differ in
+and the machine's CPUs (at most ``BLOCK``, and at least one block per CPU, up to
+``BLOCK`` blocks, when the batch allows it: each block pays one solver setup) whatever
+the number of threads; a thread takes the next unsolved block when it is free (elements differ in
 cost) and solves its elements one after another with a fresh
 :meth:`~convexlayers.solvers.AbstractSolver.sequence`. What a sequence keeps between
 elements (Clarabel's solver object, whose scaling was computed on an earlier element)
@@ -43,9 +44,21 @@ def num_threads() -> int:
             raise ValueError(
                 f"{ENV_THREADS}={value!r}: expected a positive integer number of threads."
             ) from err
+    return _cpus()
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def block_size(batch: int) -> int:
+    """Elements per block: at most ``BLOCK``, and at least one block per CPU (up to
+    ``BLOCK`` blocks) when the batch allows. It depends on the machine, not on the
+    number of threads asked for, so that answers do not."""
+    return min(BLOCK, max(1, batch // min(BLOCK, _cpus())))
 
 
 @cache
@@ -64,7 +77,7 @@ def solve_all(
     """
     starts = [None] * len(data) if warm is None else list(_rows(warm))
     results: list[SolveResult | None] = [None] * len(data)
-    size = min(BLOCK, max(1, len(data) // BLOCK))
+    size = block_size(len(data))
     blocks = _Blocks(len(data), size)
 
     def work() -> None:
