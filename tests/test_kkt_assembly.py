@@ -238,3 +238,19 @@ def test_lifted_and_dense_blocks_give_the_same_gradients(seed, monkeypatch):
     np.testing.assert_allclose(x_lift, x_dense, rtol=0, atol=1e-9)
     for gl, gd in zip(g_lift, g_dense, strict=True):
         np.testing.assert_allclose(gl, gd, rtol=1e-6, atol=1e-8)
+
+
+def test_a_malformed_factored_run_is_refused():
+    """A low_rank run whose parts do not fit the batch, each other or the rows: a
+    ValueError naming what was received."""
+    from convexlayers.cones import ConeJacobian
+
+    dims = ConeDims(soc=(20,))
+    good = dual_projection_jacobian(dims, np.ones((2, 20)), low_rank_from=LIFT_MIN)
+    (offset, (d, h, w, g)), = good.low_rank
+    for bad in [(d[:1], h[:1], w[:1], g[:1]), (d, h, w[..., :3], g), (d, h, w, g[:, :, None]),
+                (d, h, w)]:
+        with pytest.raises(ValueError, match="low_rank run"):
+            ConeJacobian(dims, 2, good.diag, (), (), ((offset, bad),))
+    with pytest.raises(ValueError, match="offset 5"):
+        ConeJacobian(dims, 2, good.diag, (), (), ((5, (d, h, w, g)),))

@@ -78,6 +78,17 @@ class ConeJacobian:
                     f"each block must be (offset, array of shape ({self.batch}, k, k)) inside "
                     f"the {m} rows; got offset {offset} and shape {block.shape}."
                 )
+        for offset, parts in self.low_rank:
+            shape = np.shape(parts[0]) if len(parts) == 4 else ()
+            if (len(shape) != 3 or shape[0] != self.batch
+                    or any(np.shape(p) != shape for p in parts[:3])
+                    or np.shape(parts[3]) != shape[:2]
+                    or not 0 <= offset <= m - shape[1] * shape[2]):
+                raise ValueError(
+                    f"each low_rank run must be (offset, (δ, h, w, γ)) with δ, h, w of "
+                    f"shape ({self.batch}, count, k) and γ ({self.batch}, count), inside the "
+                    f"{m} rows; got offset {offset} and shapes {[np.shape(p) for p in parts]}."
+                )
         if not self.stacks:
             stacks = tuple((offset, block[:, None]) for offset, block in self.blocks)
             object.__setattr__(self, "stacks", stacks)
