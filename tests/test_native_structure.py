@@ -123,6 +123,10 @@ def test_presolve_substitutes_defined_variables_and_recovers_them():
     assert list(t) == list(range(12, 21)) and list(rows) == list(range(9))
     pre = presolve(qp)
     assert pre.qp.q.shape[1] == 12 and pre.qp.Az.shape[1] == 2
+    # The reduced data C-ordered: a fancy index would lay the batch axis innermost and
+    # slow every product of the IPM (it measured 10-35% of the IPM's time).
+    for part in (pre.qp.P, pre.qp.Az, pre.qp.Al):
+        assert part.flags.c_contiguous
     res = _solve(qp, {"tol": 1e-10, "max_iter": 50}, None)
     plain = solve_qp_batch(qp, tol=1e-10)
     np.testing.assert_allclose(res.x, plain.x, atol=1e-7)

@@ -44,7 +44,7 @@ class Presolved:
         f = self.full
         B, n = f.q.shape
         a = f.Az[:, self.rows, self.t]
-        m = f.Az[:, self.rows[:, None], self.keep[None, :]]
+        m = _block(f.Az, self.rows, self.keep)
         t = (f.bz[:, self.rows] - (m @ x[..., None])[..., 0]) / a
         p = _diag(f, self.t)
         full_x = np.empty((B, n))
@@ -58,6 +58,12 @@ class Presolved:
         """A starting point (x, y_z, y_l, s) of the full batch, for the reduced one."""
         x, yz, yl, s = warm
         return x[:, self.keep], yz[:, self.other], yl, s
+
+
+def _block(X: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """X[:, rows][:, :, cols], C-ordered (``X[:, rows[:, None], cols]`` would put the
+    batch axis innermost, and every product of the IPM would then work on strided data)."""
+    return X.take(rows, axis=1).take(cols, axis=2)
 
 
 def _diag(qp: BatchQP, idx: np.ndarray) -> np.ndarray:
@@ -93,14 +99,14 @@ def presolve(qp: BatchQP) -> Presolved | None:
     keep = np.setdiff1d(np.arange(n), t)
     other = np.setdiff1d(np.arange(z), rows)
     a = qp.Az[:, rows, t]
-    M = qp.Az[:, rows[:, None], keep[None, :]] / a[..., None]  # t = c - M x
+    M = _block(qp.Az, rows, keep) / a[..., None]  # t = c - M x
     c = qp.bz[:, rows] / a
     p = _diag(qp, t)
-    P = None if qp.P is None else qp.P[:, keep[:, None], keep[None, :]]
+    P = None if qp.P is None else _block(qp.P, keep, keep)
     if p.any():
         extra = np.swapaxes(M, 1, 2) @ (p[..., None] * M)
         P = extra if P is None else P + extra
     q = qp.q[:, keep] - (np.swapaxes(M, 1, 2) @ (p * c + qp.q[:, t])[..., None])[..., 0]
-    reduced = BatchQP(P, q, qp.Az[:, other[:, None], keep[None, :]], qp.bz[:, other],
-                      qp.Al[:, :, keep], qp.bl, qp.cone)
+    reduced = BatchQP(P, q, _block(qp.Az, other, keep), qp.bz[:, other],
+                      qp.Al.take(keep, axis=2), qp.bl, qp.cone)
     return Presolved(reduced, keep, t, rows, other, qp)
