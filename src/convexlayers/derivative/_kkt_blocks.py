@@ -32,7 +32,7 @@ class BlockGroup:
     """One (B, g, C, k) @ (B, g, k, k) product.
 
     Attributes:
-        stack: which of D's stacks (runs of equal cones) the blocks come from.
+        stack: which of D's runs of equal cones, in row order, the blocks come from.
         blocks: (g,) the cones of that run in this group.
         shape: (g, C, k).
         a_src: nonzeros of A (indices into its values) that fill the left factor...

@@ -67,15 +67,16 @@ def plan_lift(n: int, N: int, a: tuple, layout, runs: tuple[int, ...], m: int,
         at = cone * k + local
         first = offset + cone * k  # the first row of each entry's cone
         new = N + extra + cone  # its new unknown
-        parts += _columns(n, ac[e], ak[e], local, first, seg + at, k, offset, seg, new)
+        parts += _columns(n, ac[e], ak[e], local, first, seg + at, k, new)
         parts += _rows(n, N + extra, offset, count, k, seg, one_data)
         base += 4 * count * k
         extra += count
     return Lift(rows, entries, extra, parts)
 
 
-def _columns(n, cols, data, local, first, at, k, offset, seg, new):
-    """Aᵀ S and γ Aᵀ w for the nonzeros (row ``first + local``, col) of A."""
+def _columns(n, cols, data, local, first, at, k, new):
+    """Aᵀ S and γ Aᵀ w for the nonzeros (row ``first + local``, col) of A; ``at``: each
+    nonzero's places in the four dflat parts (δ, h, w, γw)."""
     delta, head, _, gw = at
     parts = [(cols, n + first + local, data, delta),  # diagonal of S
              (cols, new, data, gw)]  # γ Aᵀ w
@@ -84,10 +85,9 @@ def _columns(n, cols, data, local, first, at, k, offset, seg, new):
     top = np.flatnonzero(local == 0)  # entries of the first row meet all of h
     if top.size:
         step = np.tile(np.arange(1, k), top.size)
-        which = np.repeat(top, k - 1)
-        cone = (first[which] - offset) // k
+        which = np.repeat(top, k - 1)  # at a first-row entry, head is h₀'s place
         parts.append((cols[which], n + first[which] + step, data[which],
-                      seg[1, 0] + cone * k + step))
+                      head[which] + step))
     return parts
 
 
