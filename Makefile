@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	# tensorflow-cpu provides `tensorflow` without the GPU build.
 	$(PY) -m pip install --quiet tensorflow-cpu
-	$(PY) -m pip install --quiet -e ".[torch,jax,ecos,mlx,dask,ray]" --group dev
+	$(PY) -m pip install --quiet -e ".[torch,jax,ecos,mlx,dask,ray,numba]" --group dev
 	touch $(STAMP)
 
 demo: $(STAMP)

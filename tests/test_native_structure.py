@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from convexlayers._core import SolutionMap
+from convexlayers.solvers import _ipm_compiled as compiled
 from convexlayers.solvers._cone_ops import Cones
 from convexlayers.solvers._elimination import Factorization, analyse, invert
 from convexlayers.solvers._ipm import solve_qp_batch
@@ -185,11 +186,17 @@ def test_automatic_choice_runs_native_on_dense_batches_and_agrees_with_clarabel(
         torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
 
 
-def test_automatic_choice_keeps_clarabel_for_small_calls_settings_and_sparse_programs():
+def test_automatic_choice_keeps_clarabel_for_small_calls_settings_and_sparse_programs(
+        monkeypatch):
     prob, params, variables = _dense_qp()
     layer = CvxpyLayer(prob, parameters=params, variables=variables)
-    layer(*(torch.tensor(v) for v in _dense_values(np.random.default_rng(6), 2)))
-    assert layer.info.solver == "CLARABEL"  # too little work for a batched method
+    small = [torch.tensor(v) for v in _dense_values(np.random.default_rng(6), 2)]
+    monkeypatch.setenv("CONVEXLAYERS_COMPILED", "0")
+    layer(*small)
+    assert layer.info.solver == "CLARABEL"  # too little work for the array method
+    monkeypatch.setenv("CONVEXLAYERS_COMPILED", "1")
+    layer(*small)  # the compiled method takes small calls too (where Numba is)
+    assert layer.info.solver == ("NATIVE" if compiled.available() else "CLARABEL")
     big = [torch.tensor(v) for v in _dense_values(np.random.default_rng(6), 40)]
     layer(*big, solver_args={"max_iter": 200})
     assert layer.info.solver == "CLARABEL"  # settings name a backend's keys
