@@ -271,7 +271,8 @@ CALL_ROWS: list[CallRow] = [
     CallRow("unnamed_parameter", unnamed, lambda: [np.ones(2), np.array(-1.0)], PE,
             r"parameter 'param\d+' \(argument 2\): declared nonneg=True", "run"),
     CallRow("infeasible", of(interval), lambda: list(INFEASIBLE), SolverError,
-            r"CLARABEL found no solution for batch elements \[1: infeasible, 3: infeasible\]"
+            r"(CLARABEL|NATIVE) found no solution for batch elements "
+            r"\[1: infeasible, 3: infeasible\]"
             r".*on_failure='nan'", "run", inspect=_inspect_infeasible),
     CallRow("unbounded", of(unbounded), lambda: [np.array(-1.0)], SolverError,
             r"found no solution for the problem \(unbounded\)", "run"),
