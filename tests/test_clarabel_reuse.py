@@ -192,3 +192,23 @@ def test_blocks_follow_the_machines_cpus_not_the_threads(monkeypatch, cpus, size
     for threads in ("1", "7"):
         monkeypatch.setenv(_parallel.ENV_THREADS, threads)
         assert [_parallel.block_size(b) for b in (1, 2, 8, 32)] == sizes
+
+
+def test_an_element_failing_on_a_reused_solver_is_solved_on_a_fresh_one(monkeypatch):
+    """Found by random testing: on an equality-only LP (n = 20, E nonsingular with a
+    condition number of about 2e2), the element after another one on the same solver
+    object ended in a numerical error; set up anew it solves to E⁻¹f."""
+    monkeypatch.setattr(_parallel, "_cpus", lambda: 1)  # one block: the pair shares it
+    rng = np.random.default_rng(20007)
+    n, B = int(rng.integers(2, 41)), int(rng.choice([1, 2, 3, 5, 8, 16, 32, 64]))
+    E = rng.standard_normal((B, n, n)) + 2 * np.eye(n)
+    f, c = rng.standard_normal((B, n)), rng.standard_normal((B, n))
+    pair = [3, 26]
+    x = cp.Variable(n)
+    Ep, fp, cp_ = cp.Parameter((n, n)), cp.Parameter(n), cp.Parameter(n)
+    prob = cp.Problem(cp.Minimize(cp_ @ x), [Ep @ x == fp])
+    layer = CvxpyLayer(prob, [Ep, fp, cp_], [x], solver="CLARABEL")
+    (out,) = layer(*(torch.tensor(v[pair]) for v in (E, f, c)))
+    expected = np.linalg.solve(E[pair], f[pair][..., None])[..., 0]
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-8)
+    assert all(s is SolverStatus.OPTIMAL for s in layer.info.status)
