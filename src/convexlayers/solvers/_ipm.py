@@ -133,12 +133,17 @@ def solve_qp_batch(qp: BatchQP, tol: float = 1e-9, max_iter: int = 50,
         return _solve(qp, tol, max_iter, warm)
 
 
+def warm_rows(warm: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(B,) whether each element has a finite warm point (NaN rows start cold)."""
+    return np.all([np.isfinite(w).all(axis=1) for w in warm], axis=0)
+
+
 def _warm(cold: tuple[np.ndarray, ...], warm: tuple[np.ndarray, ...], cone: Cones) -> None:
     """Replace the rows of ``cold`` (in place) that have a finite warm point by it, with
     the eigenvalues of s and y_l raised to at least ``_WARM_FLOOR`` times their scale:
     an interior point near the previous solution, away enough from the boundary to take
     long steps."""
-    rows = np.flatnonzero(np.all([np.isfinite(w).all(axis=1) for w in warm], axis=0))
+    rows = np.flatnonzero(warm_rows(warm))
     if not rows.size:
         return
     x, yz, yl, s = (np.array(w[rows], dtype=np.float64) for w in warm)

@@ -31,6 +31,7 @@ from convexlayers.solvers._ipm import (
     _STEP,
     _WARM_FLOOR,
     IPMResult,
+    warm_rows,
 )
 from convexlayers.solvers._reduced import _EXACT, _ONE_STEP, _REFINE, _REG, BatchQP
 
@@ -78,7 +79,7 @@ def solve_orthant_batch(qp: BatchQP, tol: float, max_iter: int,
         mask = np.zeros(B, dtype=np.bool_)
     else:
         wx, wz, wl, ws = (c(w, dtype=np.float64) for w in warm)
-        mask = np.all([np.isfinite(w).all(axis=1) for w in warm], axis=0)
+        mask = warm_rows(warm)
     assert qp.scale is not None
     return IPMResult(*_batch(P, qp.P is not None, c(qp.q), c(qp.Az), c(qp.bz), c(qp.Al),
                              c(qp.bl), c(qp.scale), float(tol), int(max_iter), wx, wz, wl,
@@ -92,6 +93,7 @@ def _identity(fn):
 # Compiled lazily on first call and cached on disk; without Numba the functions stay
 # plain Python and are never called (``available`` is False).
 jit = _njit(cache=True, nogil=True) if HAVE_NUMBA else _identity
+
 
 @jit
 def mv(A, x):
@@ -273,6 +275,7 @@ def step(v, dv):
             alpha = min(alpha, -v[i] / dv[i])
     return alpha
 
+
 @jit
 def direction(P, has_p, Az, Al, wts, fac, d, lam, r_x, r_z, r_l, r_s):
     """The Newton direction (dx, dy_z, dy_l, ds) for complementarity target r_s."""
@@ -281,6 +284,7 @@ def direction(P, has_p, Az, Al, wts, fac, d, lam, r_x, r_z, r_l, r_s):
     dx, dyz = refined(P, has_p, Az, Al, wts, fac, -r_x - rmv(Al, u), -r_z)
     g = mv(Al, dx)
     return dx, dyz, g * wts + u, -r_l - g
+
 
 @jit
 def iterate(P, has_p, Az, Al, rho, x, yz, yl, s, r_x, r_z, r_l):
@@ -306,6 +310,7 @@ def iterate(P, has_p, Az, Al, rho, x, yz, yl, s, r_x, r_z, r_l):
     s += a * ds
     return True
 
+
 @jit
 def start(P, has_p, q, Az, bz, Al, bl, rho):
     """CVXOPT's starting point (W = I), moved inside the orthant."""
@@ -322,11 +327,13 @@ def start(P, has_p, q, Az, bz, Al, bl, rho):
         yl += max(0.0, -yl.min()) + 1.0
     return x, yz, yl, s
 
+
 @jit
 def raised(v):
     """v with its entries raised to ``_WARM_FLOOR`` times its scale."""
     floor = _WARM_FLOOR * (1.0 + (np.abs(v).max() if v.size else 0.0))
     return np.maximum(v, floor)
+
 
 @jit
 def element(P, has_p, q, Az, bz, Al, bl, rho, tol, max_iter, warm, wx, wz, wl, ws):
@@ -355,6 +362,7 @@ def element(P, has_p, q, Az, bz, Al, bl, rho, tol, max_iter, warm, wx, wz, wl, w
         its += 1
     return best, best_err, its
 
+
 @jit
 def _batch(P, has_p, q, Az, bz, Al, bl, scale, tol, max_iter, wx, wz, wl, ws, mask):
     B, n = q.shape
@@ -364,13 +372,12 @@ def _batch(P, has_p, q, Az, bz, Al, bl, scale, tol, max_iter, wx, wz, wl, ws, ma
     err, its = np.empty(B), np.zeros(B, dtype=np.int64)
     for b in range(B):
         Pb = P[b] if has_p else P[0]
-        w = b if mask[b] else 0  # (B, 0) warm arrays when there are none
+        w = b if mask[b] else 0  # no warm point: row 0 is passed, and not read
         best, err[b], its[b] = element(Pb, has_p, q[b], Az[b], bz[b], Al[b], bl[b],
                                        _REG * scale[b], tol, max_iter, mask[b],
                                        wx[w], wz[w], wl[w], ws[w])
         x[b], yz[b], yl[b], s[b] = best
     return x, yz, yl, s, err, its
-
 
 
 def warm_up() -> None:
