@@ -14,7 +14,7 @@ import torch
 from convexlayers.solvers import _ipm_compiled as compiled
 from convexlayers.solvers._cone_ops import Cones
 from convexlayers.solvers._ipm import solve_qp_batch
-from convexlayers.solvers._reduced import BatchQP
+from convexlayers.solvers._reduced import BatchQP, layout_for
 from convexlayers.torch import CvxpyLayer
 from zoo import CASES
 
@@ -52,6 +52,49 @@ def test_compiled_and_array_methods_agree_on_qps(n, z, m):
     assert np.abs(fast.iterations - ref.iterations).max() <= 1
     np.testing.assert_allclose(fast.x, ref.x, atol=1e-6)
     np.testing.assert_allclose(fast.yl, ref.yl, atol=1e-6)
+
+
+def _free_variable_qps(rng, B, n):
+    """min cᵀy + ½||y||² s.t. E x = f, y >= G x − h: x free, fixed by the equalities
+    alone, and H = P + G̃ᵀ diag(y_l/s) G̃ (G̃ = [G, −I]) singular on x wherever rows
+    are inactive at the solution."""
+    E = rng.standard_normal((B, n, n)) + 3 * np.eye(n)
+    G = rng.standard_normal((B, n, n))
+    P = np.zeros((B, 2 * n, 2 * n))
+    P[:, n:, n:] = np.eye(n)
+    q = np.concatenate([np.zeros((B, n)), rng.standard_normal((B, n))], axis=1)
+    Az = np.concatenate([E, np.zeros((B, n, n))], axis=2)
+    Al = np.concatenate([G, -np.eye(n)[None].repeat(B, 0)], axis=2)
+    return BatchQP(P, q, Az, rng.standard_normal((B, n)), Al, rng.standard_normal((B, n)),
+                   Cones(n))
+
+
+@pytest.mark.parametrize("n", [4, 10, 17])
+def test_unknowns_only_the_equalities_fix_do_not_stall_either_method(n):
+    """Both methods reach 1e-9 on every element (before γ A_zᵀA_z was added to the
+    reduced matrix, both stalled at 1e-6–1e-5 and the native solver handed a third of
+    such elements to Clarabel)."""
+    fast, ref = _both(_free_variable_qps(np.random.default_rng(n), 16, n))
+    assert (fast.error <= 1e-9).all() and (ref.error <= 1e-9).all()
+    assert fast.iterations.max() <= 15 and ref.iterations.max() <= 15
+    np.testing.assert_allclose(fast.x, ref.x, atol=1e-7)
+
+
+def test_the_equalities_gram_goes_where_h_may_be_singular_and_fills_nothing():
+    """γ A_zᵀA_z joins the array method's reduced matrix on the free-variable QPs; not
+    where P is definite (H is then), nor where it would fill a sparse block (a simplex
+    row beside bounds), nor without equalities."""
+    rng = np.random.default_rng(0)
+    qp = _free_variable_qps(rng, 4, 5)
+    assert layout_for(qp).gram
+    definite = BatchQP(np.eye(10)[None].repeat(4, 0), qp.q, qp.Az, qp.bz, qp.Al, qp.bl,
+                       qp.cone)
+    assert not layout_for(definite).gram
+    simplex = BatchQP(None, rng.standard_normal((4, 6)), np.ones((4, 1, 6)), np.ones((4, 1)),
+                      -np.eye(6)[None].repeat(4, 0), np.zeros((4, 6)), Cones(6))
+    assert not layout_for(simplex).gram
+    no_eq = BatchQP(qp.P, qp.q, qp.Az[:, :0], qp.bz[:, :0], qp.Al, qp.bl, qp.cone)
+    assert not layout_for(no_eq).gram
 
 
 def test_compiled_method_stops_no_worse_on_degenerate_lps():

@@ -134,7 +134,7 @@ def test_sparse_hessian_products_equal_dense_ones():
     qp = batch_qp(data, data.apply(smap._theta(_values(params, rng, 4))[0]))
     layout = layout_for(qp)
     assert any(p is not None for p in layout.pairs[-len(qp.cone.psd_groups):])
-    dense = Layout(layout.plan, tuple(None for _ in layout.pairs))
+    dense = Layout(layout.plan, tuple(None for _ in layout.pairs), layout.gram)
     e = qp.cone.identity()
     s, z = (e + 0.05 * rng.standard_normal((4, e.size)) for _ in range(2))
     n = qp.q.shape[1]

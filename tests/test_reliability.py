@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from convexlayers import InaccurateSolutionWarning, SolverArgumentError, SolverError, SolverStatus
+from convexlayers._core import SolutionMap, _kernel
+from convexlayers.solvers import get_solver
 from convexlayers.torch import CvxpyLayer
 from zoo import box_qp, box_qp_values
 
@@ -182,3 +184,17 @@ def test_iteration_limit_returns_the_last_iterate_flagged_inaccurate():
     polished = CvxpyLayer(*_box_qp(), refine=True)
     (xp,) = polished(*values, solver_args={"max_iters": 2})
     torch.testing.assert_close(xp, exact, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("solver, order", [
+    ("NATIVE", ["NATIVE", "CLARABEL", "SCS"]), ("ECOS", ["ECOS", "CLARABEL", "SCS"]),
+    ("CLARABEL", ["CLARABEL", "SCS"]), ("SCS", ["SCS", "CLARABEL"])])
+def test_inexact_elements_are_retried_tighter_then_by_clarabel_then_scs(solver, order):
+    """An element polishing cannot make exact is solved again by its own backend at a
+    tight tolerance, then by the others, the interior point first (a rank-deficient
+    equality QP NATIVE could not make exact got SCS's 10,000-iteration status)."""
+    smap = SolutionMap(*_box_qp())
+    backend = get_solver(solver)
+    retries = list(_kernel._retries(backend, {}, smap.program(solver)))
+    assert [b.name for b, _ in retries] == order
+    assert retries[0][1] == backend.settings({"eps": _kernel.TIGHT_EPS})

@@ -54,7 +54,9 @@ class SolveInfo:
         iterations: per batch element, solver iterations.
         solve_time: per batch element, seconds in the solver.
         residual: per batch element, the relative KKT residual of the returned solution,
-            ||N(x, y − s)|| / (1 + ||q|| + ||b||) with N the normal map (NaN if unsolved).
+            ||W N(x, y − s)|| / (1 + ||W q|| + ||W b||) with N the normal map and W
+            weights that equilibrate the data to order one (NaN if unsolved; see
+            ``convexlayers.derivative.kkt_residual``).
             Gradients are about as accurate as this is small.
         derivative: filled in by the backward (or forward-mode) pass of this call, else None.
     """

@@ -24,6 +24,9 @@ from convexlayers.solvers._base import AbstractSolver, SolveResult
 # and of the third, by another backend (with its iteration limit).
 TIGHT_EPS = 1e-11
 RETRY_EPS, RETRY_ITERS = 1e-9, 10_000  # bounded: a retry must not cost more than a solve
+# The other backends, in the order they retry: Clarabel is the most accurate interior
+# point, SCS solves some small QPs where Clarabel 0.11 stops at its iteration limit.
+_RETRY_ORDER = ("CLARABEL", "SCS")
 
 
 @dataclass
@@ -95,11 +98,12 @@ def forward_remote(*args) -> Forward:
 def _retries(backend: AbstractSolver, settings: Mapping[str, Any],
              prog: ParametricConeProgram):
     """(backend, settings) to retry inexact elements with: the same backend at a tight
-    tolerance, then another backend that can solve the program, at a tight tolerance."""
+    tolerance, then the other backends of _RETRY_ORDER that can solve the program."""
     yield backend, {**settings, **backend.settings({"eps": TIGHT_EPS})}
-    other = get_solver("SCS" if backend.name != "SCS" else "CLARABEL")
-    if fits(prog, other):
-        yield other, other.settings({"eps": RETRY_EPS, "max_iters": RETRY_ITERS})
+    for name in _RETRY_ORDER:
+        other = get_solver(name)
+        if name != backend.name and fits(prog, other):
+            yield other, other.settings({"eps": RETRY_EPS, "max_iters": RETRY_ITERS})
 
 
 def fits(prog: ParametricConeProgram, backend: AbstractSolver) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 from convexlayers._errors import SolverArgumentError
 from convexlayers.derivative._engine import SolutionDerivative
 from convexlayers.derivative._linear import AbstractLinearSolver, AutoLinearSolver, FactorStore
-from convexlayers.derivative._refine import normal_residual, refine, relative, rows
+from convexlayers.derivative._refine import normal_residual, refine, relative, rows, weights
 from convexlayers.derivative._structure import Structure
 
 # A solution whose relative KKT residual exceeds this is inaccurate: polished where
@@ -130,13 +130,15 @@ class ImplicitAdjoint(AbstractAdjoint):
         solved = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
         d, xs, ys, ss = rows(solved, data, x, y, s)
         N[solved] = normal_residual(st, d, xs, ys - ss)
-        residual[solved] = relative(st, d, N[solved])
+        w, scale = weights(st, data)
+        residual[solved] = relative(N[solved], w[solved], scale[solved])
         store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
         if self.polish is not False and todo.size:
             d, xs, ys, ss = rows(todo, data, x, y, s)
             x[todo], y[todo], s[todo], factors, residual[todo] = refine(
-                st, d, xs, ys, ss, self.linear_solver, start=N[todo])
+                st, d, xs, ys, ss, self.linear_solver, start=N[todo],
+                weighted=(w[todo], scale[todo]))
             store.adopt(todo, factors, np.arange(todo.size))
         return Polished(x, y, s, residual, store)
 

@@ -181,11 +181,12 @@ def upper_solve(L, b):
 
 
 @jit
-def factor(P, has_p, Az, Al, wts, rho):
+def factor(base, Az, Al, wts, rho):
     """(L, X = (L⁻¹A_zᵀ)ᵀ, Ls, ok) of the reduced matrix with weights ``wts`` = y_l/s:
-    H = P + A_lᵀ diag(wts) A_l + ρI = L Lᵀ and A_z H⁻¹ A_zᵀ + ρI = X Xᵀ + ρI = Ls Lsᵀ."""
+    H = base + A_lᵀ diag(wts) A_l + ρI = L Lᵀ and A_z H⁻¹ A_zᵀ + ρI = X Xᵀ + ρI = Ls Lsᵀ,
+    base = P + γ A_zᵀA_z (see :func:`element`)."""
     n, z = Al.shape[1], Az.shape[0]
-    H = P.copy() if has_p else np.zeros((n, n))
+    H = base.copy()
     for r in range(Al.shape[0]):
         w = wts[r]
         for i in range(n):
@@ -230,9 +231,10 @@ def apply(P, has_p, Az, Al, wts, vx, vy):
 
 @jit
 def refined(P, has_p, Az, Al, wts, fac, r1, r2):
-    """K⁻¹ (r1, r2) with up to ``_REFINE`` refinement steps against K."""
-    L, X, Ls = fac
-    dx, dy = solve(L, X, Ls, r1, r2)
+    """K⁻¹ (r1, r2) with up to ``_REFINE`` refinement steps against K; the factors solve
+    (r1 + γ A_zᵀ r2, r2) (see :mod:`._reduced`)."""
+    L, X, Ls, gamma = fac
+    dx, dy = solve(L, X, Ls, r1 + gamma * rmv(Az, r2), r2)
     scale = max(amax(r1), amax(r2))
     for _ in range(_REFINE):
         t1, t2 = apply(P, has_p, Az, Al, wts, dx, dy)
@@ -240,7 +242,7 @@ def refined(P, has_p, Az, Al, wts, fac, r1, r2):
         size = max(amax(e1), amax(e2))
         if size <= _EXACT * scale:
             break
-        cx, cy = solve(L, X, Ls, e1, e2)
+        cx, cy = solve(L, X, Ls, e1 + gamma * rmv(Az, e2), e2)
         dx += cx
         dy += cy
         if size <= _ONE_STEP * scale:
@@ -287,15 +289,17 @@ def direction(P, has_p, Az, Al, wts, fac, d, lam, r_x, r_z, r_l, r_s):
 
 
 @jit
-def iterate(P, has_p, Az, Al, rho, x, yz, yl, s, r_x, r_z, r_l):
-    """One predictor-corrector step (in place); False if the factorization failed."""
+def iterate(P, has_p, Az, Al, reg, x, yz, yl, s, r_x, r_z, r_l):
+    """One predictor-corrector step (in place); False if the factorization failed.
+    ``reg``: (ρ, γ, P + γ A_zᵀA_z)."""
+    rho, gamma, base = reg
     deg = max(yl.shape[0], 1)
     mu = dot(s, yl) / deg
     d, lam, wts = np.sqrt(s / yl), np.sqrt(s * yl), yl / s
-    L, X, Ls, ok = factor(P, has_p, Az, Al, wts, rho)
+    L, X, Ls, ok = factor(base, Az, Al, wts, rho)
     if not ok:
         return False
-    fac = (L, X, Ls)
+    fac = (L, X, Ls, gamma)
     _, _, dyl, ds = direction(P, has_p, Az, Al, wts, fac, d, lam, r_x, r_z, r_l,
                               lam * lam)
     alpha = min(step(s, ds), step(yl, dyl))
@@ -312,14 +316,15 @@ def iterate(P, has_p, Az, Al, rho, x, yz, yl, s, r_x, r_z, r_l):
 
 
 @jit
-def start(P, has_p, q, Az, bz, Al, bl, rho):
+def start(P, has_p, q, Az, bz, Al, bl, reg):
     """CVXOPT's starting point (W = I), moved inside the orthant."""
+    rho, gamma, base = reg
     ones = np.ones(Al.shape[0])
-    L, X, Ls, ok = factor(P, has_p, Az, Al, ones, rho)
+    L, X, Ls, ok = factor(base, Az, Al, ones, rho)
     n, z = Al.shape[1], Az.shape[0]
     if not ok:
         return np.zeros(n), np.zeros(z), ones.copy(), ones.copy()
-    x, yz = refined(P, has_p, Az, Al, ones, (L, X, Ls), -q + rmv(Al, bl), bz)
+    x, yz = refined(P, has_p, Az, Al, ones, (L, X, Ls, gamma), -q + rmv(Al, bl), bz)
     s = bl - mv(Al, x)
     yl = -s
     if s.size:
@@ -336,13 +341,21 @@ def raised(v):
 
 
 @jit
-def element(P, has_p, q, Az, bz, Al, bl, rho, tol, max_iter, warm, wx, wz, wl, ws):
+def element(P, has_p, q, Az, bz, Al, bl, rho, gamma, tol, max_iter, warm, wx, wz, wl, ws):
     """Solve one element (from the warm point (wx, wz, wl, ws) if ``warm``): its best
     point, error and iterations."""
+    base = P.copy() if has_p else np.zeros((q.shape[0], q.shape[0]))
+    for c in range(Az.shape[0]):
+        for i in range(q.shape[0]):
+            a = gamma * Az[c, i]
+            if a != 0.0:
+                for j in range(i + 1):
+                    base[i, j] += a * Az[c, j]
+    reg = (rho, gamma, base)
     if warm:
         x, yz, yl, s = wx.copy(), wz.copy(), raised(wl), raised(ws)
     else:
-        x, yz, yl, s = start(P, has_p, q, Az, bz, Al, bl, rho)
+        x, yz, yl, s = start(P, has_p, q, Az, bz, Al, bl, reg)
     best = (x.copy(), yz.copy(), yl.copy(), s.copy())
     best_err, stalled, its = np.inf, 0, 0
     for it in range(max_iter + 1):
@@ -357,7 +370,7 @@ def element(P, has_p, q, Az, bz, Al, bl, rho, tol, max_iter, warm, wx, wz, wl, w
         limit = _STALL if near else _GIVE_UP
         if not (err > tol and stalled < limit and np.isfinite(err)) or it == max_iter:
             break
-        if not iterate(P, has_p, Az, Al, rho, x, yz, yl, s, r_x, r_z, r_l):
+        if not iterate(P, has_p, Az, Al, reg, x, yz, yl, s, r_x, r_z, r_l):
             break
         its += 1
     return best, best_err, its
@@ -374,8 +387,8 @@ def _batch(P, has_p, q, Az, bz, Al, bl, scale, tol, max_iter, wx, wz, wl, ws, ma
         Pb = P[b] if has_p else P[0]
         w = b if mask[b] else 0  # no warm point: row 0 is passed, and not read
         best, err[b], its[b] = element(Pb, has_p, q[b], Az[b], bz[b], Al[b], bl[b],
-                                       _REG * scale[b], tol, max_iter, mask[b],
-                                       wx[w], wz[w], wl[w], ws[w])
+                                       _REG * scale[b], 1.0 / scale[b], tol, max_iter,
+                                       mask[b], wx[w], wz[w], wl[w], ws[w])
         x[b], yz[b], yl[b], s[b] = best
     return x, yz, yl, s, err, its
 

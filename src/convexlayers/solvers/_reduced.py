@@ -10,6 +10,14 @@ nonzeros that form ``A_lᵀ (WᵀW)⁻¹ A_l``. Each iteration then forms and fa
 
 for the whole batch (:class:`Reduced`), with W the Nesterov–Todd scaling of the cones
 (:mod:`._cone_ops`): diagonal on the orthant, a dense block per second-order cone.
+
+Where it fills no new entry (:func:`gram_fits`), the top left block is factored with
+γ A_zᵀA_z added (and a right-hand side (r_x, r_z) solved as (r_x + γ A_zᵀ r_z, r_z)):
+the same system, since it adds γ A_zᵀ times the
+equality rows to the first rows, but one whose top left block stays definite where
+H = P + A_lᵀ(WᵀW)⁻¹A_l is nearly singular on unknowns only the equalities determine
+(an LP's free variables; rows inactive at the end weigh ~1e-10). Without it the IPM
+stalled at errors 1e-6–1e-5 on such problems.
 """
 
 from __future__ import annotations
@@ -54,13 +62,32 @@ class BatchQP:
     def __post_init__(self) -> None:
         if self.scale is None:
             self.scale = 1.0 + _abs_max(self.Az) + _abs_max(self.Al)
+        self._gram: np.ndarray | None = None
+
+    @property
+    def gamma(self) -> np.ndarray:
+        """(B,) the weight γ of A_zᵀA_z in the reduced matrix: 1 / scale. Data scaled
+        by t scale H by t and A_zᵀA_z by t², so γ A_zᵀA_z keeps H's scale; at order one
+        it is of order one, far above the regularization's 1e-10."""
+        assert self.scale is not None
+        return 1.0 / self.scale
+
+    @property
+    def gram(self) -> np.ndarray:
+        """γ A_zᵀA_z (B, n, n), formed once per batch."""
+        if self._gram is None:
+            self._gram = self.gamma[:, None, None] * (np.swapaxes(self.Az, 1, 2) @ self.Az)
+        return self._gram
 
     def take(self, idx: np.ndarray) -> BatchQP:
         if idx.size == self.q.shape[0] and (idx == np.arange(idx.size)).all():
             return self  # the whole batch: no copy
         assert self.scale is not None
-        return BatchQP(None if self.P is None else self.P[idx], self.q[idx], self.Az[idx],
-                       self.bz[idx], self.Al[idx], self.bl[idx], self.cone, self.scale[idx])
+        sub = BatchQP(None if self.P is None else self.P[idx], self.q[idx], self.Az[idx],
+                      self.bz[idx], self.Al[idx], self.bl[idx], self.cone, self.scale[idx])
+        if self._gram is not None:
+            sub._gram = self._gram[idx]
+        return sub
 
 
 def _abs_max(M: np.ndarray) -> np.ndarray:
@@ -79,6 +106,37 @@ def rmv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
 def plan_for(qp: BatchQP) -> Plan:
     """The elimination plan of the batch's reduced KKT pattern (see :mod:`._elimination`)."""
     return analyse(*kkt_pattern(qp))
+
+
+def gram_fits(qp: BatchQP, pattern: np.ndarray) -> bool:
+    """Whether γ A_zᵀA_z goes into the reduced matrix: where there are equalities, P is
+    not clearly definite on every element (with P ≻ 0, H is), and it fills no entry that
+    the top left block leaves empty (dense QPs, LPs with dense rows); not where it would
+    make a sparse block dense (a simplex row ``sum(x) == 1`` beside a diagonal P,
+    dynamics in MPC), which would cost the elimination plan its sparsity. ``pattern``:
+    :func:`kkt_pattern`'s."""
+    if not qp.Az.shape[1] or _definite(qp.P):
+        return False
+    n = qp.q.shape[1]
+    return bool(pattern[:n, :n][_gram_pattern(qp)].all())
+
+
+def _definite(P: np.ndarray | None) -> bool:
+    """P (B, n, n) has a Cholesky factor on every element with no pivot below 1e-8 of
+    its diagonal entry."""
+    if P is None:
+        return False
+    try:
+        L = np.linalg.cholesky(P)
+    except np.linalg.LinAlgError:
+        return False
+    pivots = np.square(np.diagonal(L, axis1=1, axis2=2))
+    return bool((pivots > 1e-8 * np.diagonal(P, axis1=1, axis2=2)).all())
+
+
+def _gram_pattern(qp: BatchQP) -> np.ndarray:
+    Azp = (qp.Az != 0).any(axis=0).astype(np.int32)
+    return (Azp.T @ Azp) > 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +195,7 @@ class Layout:
 
     plan: Plan
     pairs: tuple[_Pairs | None, ...]
+    gram: bool
 
     def hessian(self, qp: BatchQP, scaling: Scaling | None, out: np.ndarray) -> None:
         """A_lᵀ (WᵀW)⁻¹ A_l for the batch, written into ``out`` (B, n, n); W = I when
@@ -187,7 +246,9 @@ def _groups(cone: Cones) -> list[np.ndarray]:
 def layout_for(qp: BatchQP) -> Layout:
     """The batch's :class:`Layout`."""
     Alp = (qp.Al != 0).any(axis=0)
-    return Layout(plan_for(qp), tuple(_pairs(Alp[rows]) for rows in _groups(qp.cone)))
+    pattern, safe = kkt_pattern(qp)
+    return Layout(analyse(pattern, safe), tuple(_pairs(Alp[rows]) for rows in
+                                                _groups(qp.cone)), gram_fits(qp, pattern))
 
 
 def kkt_pattern(qp: BatchQP) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +280,9 @@ class Reduced:
         layout.hessian(qp, scaling, K[:, :n, :n])
         if qp.P is not None:
             K[:, :n, :n] += qp.P
+        self.gram = layout.gram and z > 0
+        if self.gram:
+            K[:, :n, :n] += qp.gram
         K[:, :n, n:] = np.swapaxes(qp.Az, 1, 2)
         K[:, n:, :n] = qp.Az
         K[:, n:, n:] = 0.0
@@ -246,14 +310,23 @@ class Reduced:
         """K⁻¹ rhs, with up to ``_REFINE`` (``_REFINE_PSD``) steps of iterative refinement
         against the unregularized K; they stop once every element's residual is at
         rounding level, or after a step from a residual below ``_ONE_STEP``."""
-        z = self.factors.solve(rhs)
+        z = self._solve(rhs)
         scale = np.abs(rhs).max(axis=1, initial=0.0)
         for _ in range(_REFINE_PSD if self.qp.cone.psd else _REFINE):
             r = rhs - self.apply(z)
             size = np.abs(r).max(axis=1, initial=0.0)
             if (size <= _EXACT * scale).all():
                 break
-            z += self.factors.solve(r)
+            z += self._solve(r)
             if (size <= _ONE_STEP * scale).all():
                 break
         return z
+
+    def _solve(self, rhs: np.ndarray) -> np.ndarray:
+        """The factors' solution of (r_x + γ A_zᵀ r_z, r_z) (see the module), or of
+        (r_x, r_z) where the layout leaves γ A_zᵀA_z out."""
+        qp, n = self.qp, self.qp.q.shape[1]
+        if self.gram:
+            rhs = rhs.copy()
+            rhs[:, :n] += qp.gamma[:, None] * rmv(qp.Az, rhs[:, n:])
+        return self.factors.solve(rhs)
