@@ -16,7 +16,7 @@ import numpy as np
 
 from convexlayers._core._parallel import solve_all
 from convexlayers.compile import ParametricConeProgram
-from convexlayers.derivative import AbstractAdjoint, FactorStore, SolutionDerivative
+from convexlayers.derivative import AbstractAdjoint, FactorStore, Polished, SolutionDerivative
 from convexlayers.solvers import get_solver
 from convexlayers.solvers._base import AbstractSolver, SolveResult
 
@@ -135,15 +135,21 @@ def stack(results, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def derivative(prog: ParametricConeProgram, adjoint: AbstractAdjoint, theta: np.ndarray,
-               x, y, s, cached: FactorStore | None = None):
+               x, y, s, residual: np.ndarray | None = None,
+               cached: FactorStore | None = None):
     """The adjoint's derivative at (x, y, s), polished first where the adjoint does.
 
+    ``residual``: the relative KKT residuals of (x, y, s) if the forward pass has them
+    (where all are within the adjoint's target, nothing is polished or measured again);
     ``cached``: factorizations the forward pass left for these rows, if any. Returns the
     derivative (``deriv.x``, ``deriv.y`` are the point it is taken at) and that point's
     relative KKT residual.
     """
     data = prog.data.apply(theta)
-    pol = adjoint.improve(prog.data, data, x, y, s, threshold=adjoint.target)
+    if residual is not None and (residual <= adjoint.target).all():
+        pol = Polished(x, y, s, residual, FactorStore(x.shape[0]))
+    else:
+        pol = adjoint.improve(prog.data, data, x, y, s, threshold=adjoint.target)
     if cached is not None:
         reuse = np.flatnonzero(~pol.factors.known() & cached.known())
         pol.factors.adopt(reuse, cached)
@@ -160,18 +166,22 @@ def _rows(values: np.ndarray, deriv: SolutionDerivative, kkt: np.ndarray) -> Row
 
 
 def vjp_rows(prog: ParametricConeProgram, adjoint: AbstractAdjoint, theta: np.ndarray,
-             x, y, s, g: np.ndarray, cached: FactorStore | None = None) -> Rows:
-    """Cotangents ``g`` (k, n_out) of the stacked outputs of solved rows -> of θ (k, p)."""
-    deriv, kkt = derivative(prog, adjoint, theta, x, y, s, cached)
+             x, y, s, g: np.ndarray, residual: np.ndarray | None = None,
+             cached: FactorStore | None = None) -> Rows:
+    """Cotangents ``g`` (k, n_out) of the stacked outputs of solved rows -> of θ (k, p)
+    (``residual``, ``cached``: see :func:`derivative`)."""
+    deriv, kkt = derivative(prog, adjoint, theta, x, y, s, residual, cached)
     gx, gy = prog.outputs_vjp(prog.outputs_from(deriv.x, deriv.y), g)
     gdata = deriv.vjp(gx, gy, np.zeros_like(gy))
     return _rows(prog.data.vjp(theta, gdata), deriv, kkt)
 
 
 def jvp_rows(prog: ParametricConeProgram, adjoint: AbstractAdjoint, theta: np.ndarray,
-             x, y, s, dtheta: np.ndarray, cached: FactorStore | None = None) -> Rows:
-    """Tangents ``dtheta`` (k, p) of solved rows -> of the stacked outputs (k, n_out)."""
-    deriv, kkt = derivative(prog, adjoint, theta, x, y, s, cached)
+             x, y, s, dtheta: np.ndarray, residual: np.ndarray | None = None,
+             cached: FactorStore | None = None) -> Rows:
+    """Tangents ``dtheta`` (k, p) of solved rows -> of the stacked outputs (k, n_out)
+    (``residual``, ``cached``: see :func:`derivative`)."""
+    deriv, kkt = derivative(prog, adjoint, theta, x, y, s, residual, cached)
     dx, dy, _ = deriv.jvp(prog.data.jvp(theta, dtheta))
     out = prog.outputs_from(deriv.x, deriv.y)
     return _rows(prog.outputs_jvp(out, dx, dy), deriv, kkt)

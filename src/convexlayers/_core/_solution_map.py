@@ -326,7 +326,7 @@ class SolutionMap:
         if not idx.size:
             return out, batch, self._info(info, None, idx)
         d = direction(prog, batch)
-        rows = [theta[idx], x[idx], y[idx], s[idx], d[idx]]
+        rows = [theta[idx], x[idx], y[idx], s[idx], d[idx], info.residual[idx]]
         chunked = self._chunked(idx.size)
         if chunked is None:
             res = work(prog, self.adjoint, *rows, self._cached(theta, x, y, idx))

@@ -130,7 +130,7 @@ class ImplicitAdjoint(AbstractAdjoint):
         solved = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
         d, xs, ys, ss = rows(solved, data, x, y, s)
         N[solved] = normal_residual(st, d, xs, ys - ss)
-        w, scale = weights(st, data)
+        w, scale, sigma = weights(st, data)
         residual[solved] = relative(N[solved], w[solved], scale[solved])
         store = FactorStore(x.shape[0])
         todo = np.flatnonzero(residual > threshold)  # NaN (unsolved) compares False
@@ -138,7 +138,7 @@ class ImplicitAdjoint(AbstractAdjoint):
             d, xs, ys, ss = rows(todo, data, x, y, s)
             x[todo], y[todo], s[todo], factors, residual[todo] = refine(
                 st, d, xs, ys, ss, self.linear_solver, start=N[todo],
-                weighted=(w[todo], scale[todo]))
+                weighted=(w[todo], scale[todo], sigma[todo]))
             store.adopt(todo, factors, np.arange(todo.size))
         return Polished(x, y, s, residual, store)
 

@@ -61,9 +61,10 @@ def _inverse(size: np.ndarray) -> np.ndarray:
     return np.where(size > 0, 1.0 / np.clip(size, 1.0 / _MAX_WEIGHT, 1.0), 1.0)
 
 
-def weights(st: Structure, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per element, weights W of N's entries (B, n + m) and the scale residuals are taken
-    relative to (B,): a residual is that of the problem equilibrated to order one.
+def weights(st: Structure, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per element, weights W of N's entries (B, n + m), the scale residuals are taken
+    relative to (B,), and the objective's factor σ (B,): a residual is that of the
+    problem equilibrated to order one.
 
     Rows of A x + s = b get D = 1 / max(||A_i·||, |b_i|) (the largest over each cone,
     whose scaling must be uniform); columns E = 1 / ||[DA; P]_·j||; the objective
@@ -76,7 +77,7 @@ def weights(st: Structure, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     p_vals, q, a_vals, b = st.split(data)
     a2 = np.square(a_vals)
-    row = np.maximum(np.sqrt(a_matvec(st, a2, np.ones((data.shape[0], st.n)))), np.abs(b))
+    row = np.maximum(np.sqrt((st.A.row_scatter @ a2.T).T), np.abs(b))
     if row.shape[1]:
         heads = _cone_blocks(st.dims)
         row = np.repeat(np.maximum.reduceat(row, heads, axis=1), np.diff(np.r_[heads, st.m]),
@@ -91,10 +92,11 @@ def weights(st: Structure, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if st.P is not None:
         epe = E * np.sqrt(p_matvec(st, p2, np.square(E)))
         cost = np.maximum(cost, epe.max(axis=1, initial=0.0))
-    w = np.concatenate([np.minimum(_inverse(cost)[:, None] * E, _MAX_WEIGHT), D], axis=1)
+    sigma = _inverse(cost)
+    w = np.concatenate([np.minimum(sigma[:, None] * E, _MAX_WEIGHT), D], axis=1)
     scale = 1.0 + np.linalg.norm(w[:, : st.n] * q, axis=1) + np.linalg.norm(
         w[:, st.n :] * b, axis=1)
-    return w, scale
+    return w, scale, sigma
 
 
 def relative(N: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -107,7 +109,17 @@ def kkt_residual(st: Structure, data: np.ndarray, x: np.ndarray, y: np.ndarray,
                  s: np.ndarray) -> np.ndarray:
     """Relative normal-map residual ||W N(x, y − s)|| / (1 + ||W q|| + ||W b||) per element
     (W: :func:`weights`)."""
-    return relative(normal_residual(st, data, x, y - s), *weights(st, data))
+    w, scale, _ = weights(st, data)
+    return relative(normal_residual(st, data, x, y - s), w, scale)
+
+
+# Rounding error of N relative to the data, times the largest weight: the floor of a
+# weighted residual (measured: 1e-12 on data at 1e-3).
+_FLOOR = 1e-15
+# An element whose weighted residual is below this (relative) and whose last step did
+# not halve its residual is at rounding level: it stops (further steps would each cost a
+# factorization and gain nothing).
+_ROUNDING = 1e-11
 
 
 def refine(
@@ -120,14 +132,18 @@ def refine(
     steps: int = 10,
     tol: float = 1e-13,
     start: np.ndarray | None = None,
-    weighted: tuple[np.ndarray, np.ndarray] | None = None,
+    weighted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FactorStore, np.ndarray]:
     """Improve (x, y, s) by semismooth Newton steps on N with a backtracking line search.
 
     A full step can increase ||N|| when the solver's point sits on the wrong side of a
     nearly active constraint (D then describes the wrong face); halving the step until
-    ||N|| decreases keeps every element's residual monotone. Elements stop once their
-    residual is below ``tol`` (:func:`relative`) or no step helps.
+    ||N|| decreases keeps every element's residual monotone. The line search is on the
+    plain ||N||: on the weighted one (:func:`weights`), steps that cross to the right face
+    through rows of tiny scale were all refused (an LP with rows at 1e-6 kept its
+    solver's point, 3e-2 off). Elements stop once their weighted residual
+    (:func:`relative`) is below ``tol`` (or the rounding floor the weights raise it to,
+    at most _ROUNDING), no step helps, or they reach rounding level.
 
     ``start``: N(x, y − s) (B, n + m), ``weighted``: :func:`weights`, if the caller has
     them.
@@ -135,15 +151,18 @@ def refine(
     Returns:
         The polished (x, y, s), per element the factorization of its last Newton step
         (a J very close to the one at the returned point), for the derivative to reuse,
-        and the relative residuals of the returned points.
+        and the relative (weighted) residuals of the returned points.
     """
     store = FactorStore(x.shape[0])
-    w, scale = weights(st, data) if weighted is None else weighted
-    v = y - s
+    w, scale, sigma = weights(st, data) if weighted is None else weighted
+    v, snapped = _snap(st, w, sigma, y, s)
     # N(x, v) of the current points (kept up to date by the line search)
-    N = normal_residual(st, data, x, v) if start is None else start.copy()
-    res = np.linalg.norm(w * N, axis=1)
-    active = res > tol * scale
+    N = normal_residual(st, data, x, v) if start is None or snapped else start.copy()
+    res = np.linalg.norm(N, axis=1)
+    wres = np.linalg.norm(w * N, axis=1)
+    # Rounding in N is magnified by the weights: the target is tol or that floor.
+    goal = np.clip(_FLOOR * w.max(axis=1, initial=1.0), tol, _ROUNDING) * scale
+    active = wres > goal
     for _ in range(steps):
         if not active.any():
             break
@@ -153,22 +172,55 @@ def refine(
         deriv = SolutionDerivative(st, data_k, x[idx], yk, yk - v[idx], linear_solver)
         z = deriv.solve(-N[idx])
         store.adopt(idx, deriv.store, np.arange(idx.size))
-        improved = np.zeros(idx.size, dtype=bool)
-        for alpha in (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32):
-            todo = ~improved
-            sub = idx[todo]
-            x_new = x[sub] + alpha * z[todo, : st.n]
-            v_new = v[sub] + alpha * z[todo, st.n :]
-            (d,) = rows(sub, data)
-            N_new = normal_residual(st, d, x_new, v_new)
-            r_new = np.linalg.norm(w[sub] * N_new, axis=1)
-            ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
-            x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]
-            N[sub[ok]] = N_new[ok]
-            improved[np.flatnonzero(todo)[ok]] = True
-            if improved.all():
-                break
-        active[idx[~improved]] = False
-        active &= res > tol * scale
+        before = res[idx]
+        improved = _line_search(st, data, idx, z, x, v, N, res)
+        wres[idx] = np.linalg.norm(w[idx] * N[idx], axis=1)
+        flat = (res[idx] > 0.5 * before) & (wres[idx] <= _ROUNDING * scale[idx])
+        active[idx[~improved | flat]] = False
+        active &= wres > goal
     y = project_dual(st.dims, v)
-    return x, y, y - v, store, res / scale
+    return x, y, y - v, store, wres / scale
+
+
+def _snap(st: Structure, w: np.ndarray, sigma: np.ndarray, y: np.ndarray,
+          s: np.ndarray) -> tuple[np.ndarray, bool]:
+    """v of the points to polish, each orthant row on the face that its multiplier and
+    slack, compared at the equilibrated scale (σ y_i / D_i against D_i s_i), put it on;
+    and whether that changed any row from v = y − s.
+
+    The normal map reads the face from the sign of y − s. A solver stops with both
+    positive on some rows, and on rows of tiny scale the larger of the two is not the
+    one that decides: a row at 1e-6 inactive by 0.6 of its scale (s = 6e-7) with a
+    multiplier of 3e-6 (negligible beside the 2e5 of its active neighbour) read as
+    active, and no Newton step from there helped."""
+    v = y - s
+    lo, hi = st.dims.zero, st.dims.zero + st.dims.nonneg
+    D = w[:, st.n + lo: st.n + hi]
+    yo, so = y[:, lo:hi], s[:, lo:hi]
+    face = np.where(sigma[:, None] * yo >= np.square(D) * so, yo, -so)
+    snapped = bool((face != v[:, lo:hi]).any())
+    v[:, lo:hi] = face
+    return v, snapped
+
+
+def _line_search(st: Structure, data: np.ndarray, idx: np.ndarray, z: np.ndarray,
+                 x: np.ndarray, v: np.ndarray, N: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """Backtracking along the Newton steps ``z`` of the elements ``idx``: each moves to
+    the first of α = 1, 1/2, …, 1/32 that decreases ||N|| enough (x, v, N and ``res``
+    updated in place). Returns, per element of ``idx``, whether one did."""
+    improved = np.zeros(idx.size, dtype=bool)
+    for alpha in (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32):
+        todo = ~improved
+        sub = idx[todo]
+        x_new = x[sub] + alpha * z[todo, : st.n]
+        v_new = v[sub] + alpha * z[todo, st.n :]
+        (d,) = rows(sub, data)
+        N_new = normal_residual(st, d, x_new, v_new)
+        r_new = np.linalg.norm(N_new, axis=1)
+        ok = np.isfinite(r_new) & (r_new < (1 - 1e-4 * alpha) * res[sub])
+        x[sub[ok]], v[sub[ok]], res[sub[ok]] = x_new[ok], v_new[ok], r_new[ok]
+        N[sub[ok]] = N_new[ok]
+        improved[np.flatnonzero(todo)[ok]] = True
+        if improved.all():
+            break
+    return improved
