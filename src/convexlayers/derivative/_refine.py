@@ -15,9 +15,11 @@ the solver's point is kept.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from convexlayers.cones import project_dual, svec_size
+from convexlayers.cones import ConeDims, project_dual, svec_size
 from convexlayers.derivative._engine import SolutionDerivative
 from convexlayers.derivative._linear import AbstractLinearSolver, FactorStore
 from convexlayers.derivative._structure import Structure, a_matvec, a_rmatvec, p_matvec
@@ -45,15 +47,20 @@ def rows(idx: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
 _MAX_WEIGHT = 1e6
 
 
-def _cone_blocks(dims) -> np.ndarray:
-    """First row of each block of rows that must share one weight: each row of the zero
-    cone and the orthant alone, each other cone whole (its scaling must be uniform)."""
-    heads = [np.arange(dims.soc_start)]
-    for sizes, start in ((dims.soc, dims.soc_start),
+@functools.lru_cache(maxsize=64)
+def _cone_blocks(dims: ConeDims) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first row, rows) of each block of rows that must share one weight: each row of
+    the zero cone and the orthant alone, each other cone whole (its scaling must be
+    uniform); None when every block is one row."""
+    if dims.soc_start == dims.size:
+        return None
+    heads: list[int] = list(range(dims.soc_start))
+    for sizes, start in ((list(dims.soc), dims.soc_start),
                          ([svec_size(k) for k in dims.psd], dims.psd_start),
                          ([3] * (dims.exp + len(dims.power)), dims.exp_start)):
-        heads.append(start + np.cumsum([0, *sizes[:-1]]) if len(sizes) else np.zeros(0))
-    return np.concatenate(heads).astype(np.int64)
+        heads += [start + int(o) for o in np.cumsum([0, *sizes[:-1]])] if sizes else []
+    first = np.asarray(heads, dtype=np.int64)
+    return first, np.diff(np.r_[first, dims.size])
 
 
 def _inverse(size: np.ndarray) -> np.ndarray:
@@ -78,10 +85,9 @@ def weights(st: Structure, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     p_vals, q, a_vals, b = st.split(data)
     a2 = np.square(a_vals)
     row = np.maximum(np.sqrt((st.A.row_scatter @ a2.T).T), np.abs(b))
-    if row.shape[1]:
-        heads = _cone_blocks(st.dims)
-        row = np.repeat(np.maximum.reduceat(row, heads, axis=1), np.diff(np.r_[heads, st.m]),
-                        axis=1)
+    blocks = _cone_blocks(st.dims)
+    if blocks is not None:
+        row = np.repeat(np.maximum.reduceat(row, blocks[0], axis=1), blocks[1], axis=1)
     D = _inverse(row)
     col2 = a_rmatvec(st, a2, np.square(D))
     if st.P is not None:
@@ -184,9 +190,9 @@ def refine(
 
 def _snap(st: Structure, w: np.ndarray, sigma: np.ndarray, y: np.ndarray,
           s: np.ndarray) -> tuple[np.ndarray, bool]:
-    """v of the points to polish, each orthant row on the face that its multiplier and
-    slack, compared at the equilibrated scale (σ y_i / D_i against D_i s_i), put it on;
-    and whether that changed any row from v = y − s.
+    """v = y − s of the points to polish, except on orthant rows whose face changes when
+    the multiplier and slack are compared at the equilibrated scale (σ y_i / D_i against
+    D_i s_i): those get v = y_i or −s_i; and whether there were any.
 
     The normal map reads the face from the sign of y − s. A solver stops with both
     positive on some rows, and on rows of tiny scale the larger of the two is not the
@@ -197,10 +203,12 @@ def _snap(st: Structure, w: np.ndarray, sigma: np.ndarray, y: np.ndarray,
     lo, hi = st.dims.zero, st.dims.zero + st.dims.nonneg
     D = w[:, st.n + lo: st.n + hi]
     yo, so = y[:, lo:hi], s[:, lo:hi]
-    face = np.where(sigma[:, None] * yo >= np.square(D) * so, yo, -so)
-    snapped = bool((face != v[:, lo:hi]).any())
-    v[:, lo:hi] = face
-    return v, snapped
+    active = sigma[:, None] * yo >= np.square(D) * so
+    moved = active != (yo >= so)  # where the scale changes the face y − s gives
+    if not moved.any():
+        return v, False
+    v[:, lo:hi] = np.where(moved, np.where(active, yo, -so), v[:, lo:hi])
+    return v, True
 
 
 def _line_search(st: Structure, data: np.ndarray, idx: np.ndarray, z: np.ndarray,
