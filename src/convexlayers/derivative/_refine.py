@@ -145,9 +145,9 @@ def refine(
     A full step can increase ||N|| when the solver's point sits on the wrong side of a
     nearly active constraint (D then describes the wrong face); halving the step until
     ||N|| decreases keeps every element's residual monotone. The line search is on the
-    plain ||N||: on the weighted one (:func:`weights`), steps that cross to the right face
-    through rows of tiny scale were all refused (an LP with rows at 1e-6 kept its
-    solver's point, 3e-2 off). Elements stop once their weighted residual
+    plain ||N||, as before residuals were weighted; the weights (:func:`weights`) decide
+    when to stop, and the face orthant rows start on (:func:`_snap`). Elements stop
+    once their weighted residual
     (:func:`relative`) is below ``tol`` (or the rounding floor the weights raise it to,
     at most _ROUNDING), no step helps, or they reach rounding level.
 
