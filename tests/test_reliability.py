@@ -22,6 +22,7 @@ import torch
 from convexlayers import InaccurateSolutionWarning, SolverArgumentError, SolverError, SolverStatus
 from convexlayers._core import SolutionMap, _kernel
 from convexlayers.solvers import get_solver
+from convexlayers.solvers._base import SolveResult
 from convexlayers.torch import CvxpyLayer
 from zoo import box_qp, box_qp_values
 
@@ -198,3 +199,17 @@ def test_inexact_elements_are_retried_tighter_then_by_clarabel_then_scs(solver, 
     retries = list(_kernel._retries(backend, {}, smap.program(solver)))
     assert [b.name for b, _ in retries] == order
     assert retries[0][1] == backend.settings({"eps": _kernel.TIGHT_EPS})
+
+
+def test_points_their_solver_called_inaccurate_are_kept_only_at_rounding_level():
+    """An element is solved again when its residual misses the target, or when its
+    solver called it inaccurate and polishing left it above rounding level (a stalled
+    NATIVE point on ill-posed data, polished to 6e-10, was 3.1 off relative)."""
+    def result(status):
+        return SolveResult(np.zeros(1), np.zeros(1), np.zeros(1), status, 10, 0.0, "")
+
+    ok, rough = SolverStatus.OPTIMAL, SolverStatus.OPTIMAL_INACCURATE
+    results = [result(ok), result(ok), result(rough), result(rough), result(rough)]
+    residual = np.array([5e-10, 2e-9, 5e-10, 1e-13, np.nan])
+    stuck = _kernel._stuck(results, residual, 1e-9)
+    assert stuck.tolist() == [False, True, True, False, False]
