@@ -22,7 +22,7 @@ from convexlayers.solvers._elimination import Factorization, analyse, invert
 from convexlayers.solvers._ipm import solve_qp_batch
 from convexlayers.solvers._native import _solve, dense_profile, prefers_native
 from convexlayers.solvers._presolve import defined, presolve
-from convexlayers.solvers._reduced import BatchQP, plan_for
+from convexlayers.solvers._reduced import BatchQP, layout_for
 from convexlayers.torch import CvxpyLayer
 
 
@@ -94,7 +94,7 @@ def test_elimination_removes_auxiliary_structure():
                         axis=1)
     qp = BatchQP(None, np.r_[np.zeros(n), np.ones(m)][None].repeat(3, 0),
                  np.zeros((3, 0, n + m)), np.zeros((3, 0)), Al, np.zeros((3, 2 * m)), Cones(2 * m))
-    plan = plan_for(qp)
+    plan = layout_for(qp).plan
     assert plan.rest <= m and len(plan.order) - plan.rest == n
 
 

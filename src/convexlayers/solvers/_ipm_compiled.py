@@ -12,7 +12,9 @@ compiled code, with the reduced system
     [ A_z                                −ρI  ] [dy_z] = [ r_z ]
 
 factored as H = L Lᵀ and its Schur complement A_z H⁻¹ A_zᵀ + ρI = Ls Lsᵀ, by loops (at
-these sizes a BLAS or LAPACK call costs more than its arithmetic). Without Numba, or
+these sizes a BLAS or LAPACK call costs more than its arithmetic). H carries γ A_zᵀA_z
+wherever there are equalities (the right-hand side transformed to match, see
+:mod:`._reduced`; dense here, it fills nothing). Without Numba, or
 with other cones, :mod:`._ipm` runs; both give the same points to their tolerance. Set
 ``CONVEXLAYERS_COMPILED=0`` to turn this path off. Numba compiles the kernel on first
 use, about 30 s once after installing, and caches it on disk.

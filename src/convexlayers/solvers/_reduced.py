@@ -11,13 +11,14 @@ nonzeros that form ``A_lᵀ (WᵀW)⁻¹ A_l``. Each iteration then forms and fa
 for the whole batch (:class:`Reduced`), with W the Nesterov–Todd scaling of the cones
 (:mod:`._cone_ops`): diagonal on the orthant, a dense block per second-order cone.
 
-Where it fills no new entry (:func:`gram_fits`), the top left block is factored with
-γ A_zᵀA_z added (and a right-hand side (r_x, r_z) solved as (r_x + γ A_zᵀ r_z, r_z)):
-the same system, since it adds γ A_zᵀ times the
-equality rows to the first rows, but one whose top left block stays definite where
-H = P + A_lᵀ(WᵀW)⁻¹A_l is nearly singular on unknowns only the equalities determine
-(an LP's free variables; rows inactive at the end weigh ~1e-10). Without it the IPM
-stalled at errors 1e-6–1e-5 on such problems.
+Where P is not definite and it fills no new entry (:func:`gram_fits`), the top left
+block is factored with γ A_zᵀA_z added, and a right-hand side (r_x, r_z) is solved as
+(r_x + γ A_zᵀ r_z, r_z): the same system (γ A_zᵀ times the equality rows added to the
+first rows), but one whose top left block stays definite where H = P + A_lᵀ(WᵀW)⁻¹A_l
+is nearly singular on unknowns only the equalities determine (an LP's free variables;
+rows inactive at the end weigh ~1e-10). Without it the IPM stalled at errors 1e-6–1e-5
+on such problems. (The compiled kernel, dense throughout, adds it wherever there are
+equalities.)
 """
 
 from __future__ import annotations
@@ -101,11 +102,6 @@ def mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def rmv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (v[:, None, :] @ M)[:, 0]
-
-
-def plan_for(qp: BatchQP) -> Plan:
-    """The elimination plan of the batch's reduced KKT pattern (see :mod:`._elimination`)."""
-    return analyse(*kkt_pattern(qp))
 
 
 def gram_fits(qp: BatchQP, pattern: np.ndarray) -> bool:
@@ -280,7 +276,7 @@ class Reduced:
         layout.hessian(qp, scaling, K[:, :n, :n])
         if qp.P is not None:
             K[:, :n, :n] += qp.P
-        self.gram = layout.gram and z > 0
+        self.gram = layout.gram  # False without equalities (see gram_fits)
         if self.gram:
             K[:, :n, :n] += qp.gram
         K[:, :n, n:] = np.swapaxes(qp.Az, 1, 2)
