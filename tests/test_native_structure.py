@@ -211,6 +211,35 @@ def test_automatic_choice_keeps_clarabel_for_small_calls_settings_and_sparse_pro
     assert profile[1] < 0.1 and not prefers_native(profile, 10_000)
 
 
+def test_automatic_choice_takes_half_dense_programs_only_to_the_compiled_kernel(
+        monkeypatch):
+    """The README's l1 LP (reduced system 56% dense): NATIVE where the compiled kernel
+    takes it, Clarabel otherwise; answers and gradients agree either way."""
+    m, n = 12, 6
+    x, A, b = cp.Variable(n), cp.Parameter((m, n)), cp.Parameter(m)
+    prob = cp.Problem(cp.Minimize(cp.norm(A @ x - b, 1)), [x >= 0])
+    smap = SolutionMap(prob, [A, b], [x])
+    size, density = dense_profile(smap.program("CLARABEL").data)
+    assert 0.5 <= density < 0.6
+    assert prefers_native((size, density), 4) == compiled.available()
+    monkeypatch.setenv("CONVEXLAYERS_COMPILED", "0")
+    assert not prefers_native((size, density), 10_000)
+    monkeypatch.setenv("CONVEXLAYERS_COMPILED", "1")
+    rng = np.random.default_rng(3)
+    vals = [rng.standard_normal((4, m, n)), rng.standard_normal((4, m))]
+    results = []
+    for solver in (None, "CLARABEL"):
+        layer = CvxpyLayer(prob, parameters=[A, b], variables=[x], solver=solver)
+        ps = [torch.tensor(v, requires_grad=True) for v in vals]
+        (out,) = layer(*ps)
+        (out * torch.linspace(-1, 1, n, dtype=torch.float64)).sum().backward()
+        results.append((layer.info.solver, out.detach(), [p.grad for p in ps]))
+    assert results[0][0] == ("NATIVE" if compiled.available() else "CLARABEL")
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-8, rtol=0)
+    for a, g in zip(results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(a, g, atol=1e-6, rtol=0)
+
+
 def test_dense_profile_refuses_cones_native_does_not_take():
     x, a = cp.Variable(3), cp.Parameter(3)
     prob = cp.Problem(cp.Minimize(cp.norm(x - a, 2)), [x >= 0])

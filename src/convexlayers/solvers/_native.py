@@ -35,6 +35,10 @@ _DEFAULTS = {"tol": 1e-9, "max_iter": 50}
 MAX_DENSE = 600
 # The automatic choice's thresholds (see prefers_native), from benchmarks/run.py.
 AUTO_DENSITY, AUTO_WORK = 0.6, 100
+# Where the compiled kernel takes the call, half-dense systems suffice: the README's l1
+# LP (56%) measured 1.06-2x faster there than with Clarabel at 60-120 unknowns, batches
+# 1-128; an MPC at 14% 1.14x faster, at 9% level and at 5% 2x slower.
+AUTO_DENSITY_COMPILED = 0.5
 AUTO_CONES = frozenset({"zero", "nonneg"})
 # An element whose progress stalls (a degenerate solution: the scaling W grows like
 # 1/error² and its systems lose accuracy) is kept, as inaccurate, when its best point is
@@ -76,19 +80,22 @@ def dense_profile(structure: Any) -> tuple[int, float] | None:
 
 def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
     """The automatic choice (``solver=None``): NATIVE where the benchmark measured it
-    faster than Clarabel, i.e. dense reduced systems (density at least ``AUTO_DENSITY``:
-    dense QPs, least squares; not ℓ1 fitting with a dense A, at 56%, where NATIVE
-    measured between 1.5x slower and level with Clarabel) of at most ``MAX_DENSE``
-    unknowns, in batches with batch × unknowns at least ``AUTO_WORK`` or (with Numba)
-    that the compiled path takes (:func:`._ipm_compiled.fits`: a 50-variable QP alone
-    measured 1.7x faster there than with Clarabel, a 10-variable one level); Clarabel
-    for sparse structure (MPC at 5%, sparsemax at 3%) and small calls without Numba."""
+    faster than Clarabel, i.e. dense reduced systems of at most ``MAX_DENSE`` unknowns:
+    those the compiled path takes (:func:`._ipm_compiled.fits`, with Numba) at density
+    at least ``AUTO_DENSITY_COMPILED`` (dense QPs, least squares, ℓ1 fitting with a
+    dense A at 56%; a 50-variable QP alone measured 1.7x faster than with Clarabel),
+    others at density at least ``AUTO_DENSITY`` (without Numba the ℓ1 LP measured
+    between 1.5x slower and level with Clarabel) in batches with batch × unknowns at
+    least ``AUTO_WORK``; Clarabel for sparse structure (MPC at 5%, sparsemax at 3%) and
+    small calls without Numba."""
     if profile is None:
         return False
     size, density = profile
-    if size > MAX_DENSE or density < AUTO_DENSITY:
+    if size > MAX_DENSE:
         return False
-    return batch * size >= AUTO_WORK or compiled.fits(size, batch)
+    if compiled.fits(size, batch):
+        return density >= AUTO_DENSITY_COMPILED
+    return density >= AUTO_DENSITY and batch * size >= AUTO_WORK
 
 
 def _ipm(qp: BatchQP, opts: Mapping[str, Any], warm) -> IPMResult:
