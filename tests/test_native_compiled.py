@@ -150,14 +150,13 @@ def test_warm_starts_near_the_solution_take_fewer_iterations():
 
 def test_the_path_is_taken_only_within_its_sizes(monkeypatch):
     monkeypatch.setenv("CONVEXLAYERS_COMPILED", "1")
-    assert compiled.fits(compiled.MAX_SIZE, 1)
-    assert not compiled.fits(compiled.MAX_SIZE + 1, 1)
-    assert not compiled.fits(100, compiled.MAX_WORK // 100 + 1)
+    assert compiled.fits(compiled.MAX_SIZE)
+    assert not compiled.fits(compiled.MAX_SIZE + 1)
     soc = BatchQP(None, np.zeros((1, 2)), np.zeros((1, 0, 2)), np.zeros((1, 0)),
                   np.zeros((1, 3, 2)), np.zeros((1, 3)), Cones(0, (3,)))
     assert not compiled.applies(soc)  # other cones stay with the array method
     monkeypatch.setenv("CONVEXLAYERS_COMPILED", "0")
-    assert not compiled.fits(2, 1)
+    assert not compiled.fits(2)
 
 
 @pytest.mark.parametrize("name", ["readme", "least_squares", "lp", "qp_param_P"])

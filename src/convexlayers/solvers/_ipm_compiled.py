@@ -44,11 +44,12 @@ try:  # the optional ``numba`` extra
 except ImportError:  # pragma: no cover - exercised where numba is absent
     HAVE_NUMBA = False
 
-# Unknowns (n + equality rows) and batch × unknowns up to which this path runs: above
-# them the batched BLAS products of :mod:`._ipm` win. Measured (dense QPs, forward and
-# backward, one thread): 100 variables and 25 equalities, batch 1 1.7x faster here,
-# batch 32 level, batch 128 1.05x slower; 50 and 12, batch 128 1.15x faster here.
-MAX_SIZE, MAX_WORK = 128, 8192
+# Unknowns (n + equality rows) up to which this path runs: above it the batched LAPACK
+# factorizations of :mod:`._ipm` win. Measured (dense QPs, forward and backward, one
+# thread, against the array method): 125 unknowns at batch 32 and 128 1.28x and 1.34x
+# faster here, 187 at batch 8 1.22x, 250 at batch 4 and 375 at batch 2 3-5% slower; 12
+# unknowns at batch 1,024 1.34x faster (no batch size favours the array method).
+MAX_SIZE = 200
 
 
 def available() -> bool:
@@ -56,17 +57,17 @@ def available() -> bool:
     return HAVE_NUMBA and os.environ.get("CONVEXLAYERS_COMPILED", "1") != "0"
 
 
-def fits(size: int, batch: int) -> bool:
-    """Whether a batch of reduced systems of ``size`` unknowns is within this path's
-    sizes (``MAX_SIZE``, ``MAX_WORK``), Numba present."""
-    return available() and size <= MAX_SIZE and batch * size <= MAX_WORK
+def fits(size: int) -> bool:
+    """Whether reduced systems of ``size`` unknowns are within this path's sizes
+    (``MAX_SIZE``), Numba present."""
+    return available() and size <= MAX_SIZE
 
 
 def applies(qp: BatchQP) -> bool:
     """Whether ``qp`` goes through this module: cones zero and nonnegative only, and
     :func:`fits`."""
-    B, n = qp.q.shape
-    return not qp.cone.soc and not qp.cone.psd and fits(n + qp.Az.shape[1], B)
+    n = qp.q.shape[1]
+    return not qp.cone.soc and not qp.cone.psd and fits(n + qp.Az.shape[1])
 
 
 def solve_orthant_batch(qp: BatchQP, tol: float, max_iter: int,

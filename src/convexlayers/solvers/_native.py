@@ -93,7 +93,7 @@ def prefers_native(profile: tuple[int, float] | None, batch: int) -> bool:
     size, density = profile
     if size > MAX_DENSE:
         return False
-    if compiled.fits(size, batch):
+    if compiled.fits(size):
         return density >= AUTO_DENSITY_COMPILED
     return density >= AUTO_DENSITY and batch * size >= AUTO_WORK
 
