@@ -173,6 +173,31 @@ def test_derivative_polishing_factors_once_per_step(monkeypatch):
     assert 1 <= calls[0] <= 3  # Newton steps; none added by the derivative
 
 
+def test_later_newton_steps_reuse_the_first_steps_factorization(monkeypatch):
+    """Polishing's second Newton step (from about 1e-11, J barely changed) solves with
+    the first step's factors refined against its own J: one factorization in all, and
+    the same exact point."""
+    import convexlayers.derivative._refine as refine_module
+
+    case = CASES["logistic"]()
+    tensors = [torch.tensor(v) for v in _zoo_inputs(case, np.random.default_rng(4), batch=4)]
+    steps = []
+    real_search = refine_module._line_search
+    monkeypatch.setattr(refine_module, "_line_search",
+                        lambda *a: steps.append(a[2].size) or real_search(*a))
+    calls = _count_factorizations(monkeypatch)
+    layer = CvxpyLayer(case.problem, case.parameters, case.variables)
+    (w,) = layer(*tensors)
+    assert len(steps) >= 2  # a second Newton step was taken
+    assert calls[0] == 1
+    assert (layer.info.residual <= 1e-13).all()
+    monkeypatch.setattr(refine_module, "_previous", lambda store, idx: None)
+    steps.clear()
+    (fresh,) = CvxpyLayer(case.problem, case.parameters, case.variables)(*tensors)
+    assert calls[0] == 1 + len(steps)  # each step its own factorization, as before
+    torch.testing.assert_close(w, fresh, atol=1e-12, rtol=0)
+
+
 def _auxiliary_null_space():
     """`norm(x) <= 10` inactive: CVXPY's epigraph variable t is free, J is singular."""
     x = cp.Variable(4)

@@ -142,6 +142,20 @@ def test_dense_and_sparse_agree():
     np.testing.assert_allclose(dense, sparse, rtol=1e-9, atol=1e-11)
 
 
+def test_factors_of_a_far_point_are_dropped_without_overflow():
+    """Factors of another point's J (as polishing and the backward pass on): where
+    refinement against this J diverges it stops before its iterates overflow (numpy
+    warnings are errors here), and this J is factored afresh; the answer is this J's."""
+    rng = np.random.default_rng(11)
+    st, data, x, y, s = _instance(DIMS["all"], True, rng, batch=3)
+    far = SolutionDerivative(st, 1e-6 * rng.standard_normal(data.shape), x, y, s)
+    g = [rng.standard_normal(a.shape) for a in (x, y, s)]
+    far.vjp(*g)
+    reused = SolutionDerivative(st, data, x, y, s, factors=far.store).vjp(*g)
+    fresh = SolutionDerivative(st, data, x, y, s).vjp(*g)
+    np.testing.assert_allclose(reused, fresh, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("solver", [DenseLU(), SparseLU()], ids=["dense", "sparse"])
 def test_singular_system_falls_back_to_least_squares(solver):
     """An LP whose solution is not unique: J is singular; the residual is reported."""

@@ -175,10 +175,16 @@ class DataMap:
                 self.log_mask, theta, 1.0), 0.0).T).T
         return out
 
+    @cached_property
+    def _adjoints(self) -> tuple[sp.csr_array, sp.csr_array | None]:
+        """C_linᵀ and C_logᵀ in CSR, made once (a transpose per backward cost 0.1 ms)."""
+        return self.C_lin.T.tocsr(), None if self.C_log is None else self.C_log.T.tocsr()
+
     def vjp(self, theta: np.ndarray, gdata: np.ndarray) -> np.ndarray:
-        out = (self.C_lin.T @ gdata.T).T
-        if self.C_log is not None:
-            glog = (self.C_log.T @ gdata.T).T
+        lin_t, log_t = self._adjoints
+        out = (lin_t @ gdata.T).T
+        if log_t is not None:
+            glog = (log_t @ gdata.T).T
             out += np.where(self.log_mask, glog / np.where(self.log_mask, theta, 1.0), 0.0)
         return out
 

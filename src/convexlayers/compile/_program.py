@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import cvxpy as cp
 import numpy as np
@@ -69,10 +70,15 @@ class ParametricConeProgram:
         out[:, self.exp_mask] = np.exp(out[:, self.exp_mask])
         return out
 
+    @cached_property
+    def _R_t(self) -> sp.csr_array:
+        """Rᵀ in CSR, made once."""
+        return self.R.T.tocsr()
+
     def outputs_vjp(self, out: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cotangent of the stacked outputs -> cotangents of x and y."""
         g = np.where(self.exp_mask, g * out, g)
-        gz = (self.R.T @ g.T).T
+        gz = (self._R_t @ g.T).T
         return gz[:, : self.n], gz[:, self.n :]
 
     def outputs_jvp(self, out: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:

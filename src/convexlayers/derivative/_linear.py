@@ -260,9 +260,11 @@ def refine_solve(
     err = rel = np.full(J.batch, np.inf)
     for _ in range(MAX_REFINE):
         res = rhs - J.matvec(z, transpose)
-        rel = _norms(res) / rhs_n
+        last, rel = rel, _norms(res) / rhs_n
         err = rel * rhs_n / (j_norm * _norms(z) + rhs_n)
-        active = np.isfinite(err) & (err > BACKWARD_TOL)
+        # An element whose residual doubled is diverging (factors of a J too far from
+        # this one): it stops there, before its iterates overflow, and is not accepted.
+        active = np.isfinite(err) & (err > BACKWARD_TOL) & (rel < 2.0 * last)
         if not active.any():
             break
         idx = np.flatnonzero(active)
