@@ -42,7 +42,7 @@ def _both(qp, tol=1e-9, warm=None):
 
 
 @pytest.mark.parametrize(("n", "z", "m"), [
-    (5, 0, 8), (12, 3, 20), (30, 5, 40), (6, 2, 0), (1, 0, 1), (60, 20, 80)])
+    (5, 0, 8), (12, 3, 20), (30, 5, 40), (6, 2, 0), (1, 0, 1), (60, 20, 80), (150, 40, 120)])
 def test_compiled_and_array_methods_agree_on_qps(n, z, m):
     """Same tolerance reached, same points, same iteration counts on random QPs."""
     rng = np.random.default_rng(n + 10 * z + m)

@@ -105,9 +105,11 @@ def test_info_belongs_to_one_call():
     assert info.residual.shape == info.derivative.kkt_residual.shape == (3,)
 
 
-def test_one_layer_shared_by_threads():
-    """Results equal the serial ones, and every read of info is one call's record."""
-    layer = CvxpyLayer(*_box_qp())
+@pytest.mark.parametrize("solver", [None, "NATIVE"])
+def test_one_layer_shared_by_threads(solver):
+    """Results equal the serial ones, and every read of info is one call's record
+    (NATIVE: the compiled kernel, which releases the GIL, on every thread at once)."""
+    layer = CvxpyLayer(*_box_qp(), solver=solver)
     rng = np.random.default_rng(4)
     jobs = [_values(b, rng) for b in (1, 2, 3, 4, 5, 6, 7, 8)]
     serial = [_forward_backward(layer, v) for v in jobs]
