@@ -36,7 +36,7 @@ MAX_DENSE = 600
 # The automatic choice's thresholds (see prefers_native), from benchmarks/run.py.
 AUTO_DENSITY, AUTO_WORK = 0.6, 100
 # Where the compiled kernel takes the call, half-dense systems suffice: the README's l1
-# LP (56%) measured 1.06-2x faster there than with Clarabel at 60-120 unknowns, batches
+# LP (56%) measured 1.06-2x faster there than with Clarabel at 60-180 unknowns, batches
 # 1-128; an MPC at 14% 1.14x faster, at 9% level and at 5% 2x slower.
 AUTO_DENSITY_COMPILED = 0.5
 AUTO_CONES = frozenset({"zero", "nonneg"})
