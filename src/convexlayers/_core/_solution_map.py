@@ -346,9 +346,7 @@ class SolutionMap:
         stored = self._factors.get(fingerprint(theta, x, y))
         if stored is None:
             return None
-        cached = FactorStore(idx.size)
-        cached.adopt(np.arange(idx.size), stored, idx)
-        return cached
+        return stored.take(idx)
 
     @staticmethod
     def _info(info: SolveInfo, rows: kernel.Rows | None, idx) -> SolveInfo:

@@ -218,6 +218,12 @@ class FactorStore(Factorization):
     def known(self) -> np.ndarray:
         return np.array([f is not None for f in self.owner], dtype=bool)
 
+    def take(self, idx: np.ndarray) -> FactorStore:
+        """The entries of the elements ``idx`` (known or not), as a store of their own."""
+        out = FactorStore(len(idx))
+        out.adopt(np.arange(len(idx)), self, idx)
+        return out
+
     def apply(self, rhs, transpose, idx):
         out = np.empty_like(rhs)
         groups: dict[int, list[int]] = {}

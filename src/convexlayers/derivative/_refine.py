@@ -175,8 +175,12 @@ def refine(
         idx = np.flatnonzero(active)
         yk = project_dual(st.dims, v[idx])
         (data_k,) = rows(idx, data)
+        # A later step solves with the previous step's factors, refined against its own
+        # J, and factors afresh only where that fails: from 1e-6 a step lands near
+        # 1e-12, and the next barely changes J (one factorization where a portfolio
+        # SOCP, robust and logistic regression and a 1,000-ball took two).
         deriv = SolutionDerivative(st, data_k, x[idx], yk, yk - v[idx], linear_solver,
-                                   factors=_previous(store, idx))
+                                   factors=store.take(idx))
         z = deriv.solve(-N[idx])
         store.adopt(idx, deriv.store, np.arange(idx.size))
         before = res[idx]
@@ -187,22 +191,6 @@ def refine(
         active &= wres > goal
     y = project_dual(st.dims, v)
     return x, y, y - v, store, wres / scale
-
-
-def _previous(store: FactorStore, idx: np.ndarray) -> FactorStore | None:
-    """The factors of the elements ``idx``'s previous Newton step, if they took one.
-
-    A later step solves with them, refined against its own J (:func:`refine_solve`),
-    and factors afresh only where that fails: from 1e-6 a step lands near 1e-12, and
-    the next moves the point so little that J barely changes (measured: the second step
-    of a portfolio SOCP, robust regression, logistic regression and a 1,000-ball, each
-    its own factorization before)."""
-    known = store.known()[idx]
-    if not known.any():
-        return None
-    previous = FactorStore(idx.size)
-    previous.adopt(np.flatnonzero(known), store, idx[known])
-    return previous
 
 
 def _snap(st: Structure, w: np.ndarray, sigma: np.ndarray, y: np.ndarray,

@@ -27,10 +27,10 @@ import os
 import numpy as np
 
 from convexlayers.solvers._compiled_linalg import (
-    _SCRATCH_L,
-    _SCRATCH_N,
-    _SCRATCH_Z,
     HAVE_NUMBA,
+    SCRATCH_L,
+    SCRATCH_N,
+    SCRATCH_Z,
     dot,
     factor,
     jit,
@@ -122,7 +122,7 @@ def error(P, has_p, q, Az, bz, Al, bl, x, yz, yl, s, r_x, r_z, r_l):
 @jit
 def direction(P, has_p, Az, Al, wts, fac, d, lam, res, r_s, out, S):
     """The Newton direction out = (dx, dy_z, dy_l, ds) for complementarity target r_s,
-    residuals res = (r_x, r_z, r_l). Uses rows 0–3 of Sn, 0–2 of Sz, 0–3 of Sl."""
+    residuals res = (r_x, r_z, r_l). Uses rows 0–3 of Sn, 0–2 of Sz, 0–2 of Sl."""
     r_x, r_z, r_l = res
     dx, dyz, dyl, ds = out
     Sn, Sz, Sl = S
@@ -143,7 +143,7 @@ def direction(P, has_p, Az, Al, wts, fac, d, lam, res, r_s, out, S):
 def iterate(P, has_p, Az, Al, reg, x, yz, yl, s, res, F, S):
     """One predictor-corrector step (in place); False if the factorization failed.
     ``reg``: (ρ, γ, P + γ A_zᵀA_z); F = (H, X, Ls): room for the factors; scratch S
-    (rows 4 of Sn, 3 of Sz and 4–9 of Sl here)."""
+    (row 4 of Sn, row 3 of Sz and rows 4–9 of Sl here)."""
     rho, gamma, base = reg
     H, X, Ls = F
     Sn, Sz, Sl = S
@@ -178,7 +178,8 @@ def iterate(P, has_p, Az, Al, reg, x, yz, yl, s, res, F, S):
 
 @jit
 def start(P, has_p, q, Az, bz, Al, bl, reg, F, S):
-    """CVXOPT's starting point (W = I), moved inside the orthant."""
+    """CVXOPT's starting point (W = I), moved inside the orthant (scratch: row 5 of Sn
+    and :func:`refined`'s rows)."""
     rho, gamma, base = reg
     H, X, Ls = F
     n, z, m = Al.shape[1], Az.shape[0], Al.shape[0]
@@ -228,7 +229,7 @@ def element(P, has_p, q, Az, bz, Al, bl, rho, gamma, tol, max_iter, warm, wx, wz
     n, z, m = q.shape[0], Az.shape[0], Al.shape[0]
     reg = (rho, gamma, gram_base(P, has_p, Az, gamma, n))
     F = (np.empty((n, n)), np.empty((z, n)), np.empty((z, z)))
-    S = (np.empty((_SCRATCH_N, n)), np.empty((_SCRATCH_Z, z)), np.empty((_SCRATCH_L, m)))
+    S = (np.empty((SCRATCH_N, n)), np.empty((SCRATCH_Z, z)), np.empty((SCRATCH_L, m)))
     res = (np.empty(n), np.empty(z), np.empty(m))
     if warm:
         x, yz, yl, s = wx.copy(), wz.copy(), raised(wl), raised(ws)
